@@ -1,0 +1,69 @@
+"""One settings object, read from ``TSMINDEX_*`` environment variables (and a ``.env`` file)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    embedded = "embedded"  # one process, SQLite, local storage, in-process inference
+    platform = "platform"  # API + Celery workers + TorchServe + Postgres/Redis/S3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TSMINDEX_", env_file=".env", extra="ignore")
+
+    mode: Mode = Mode.embedded
+    data_dir: Path = Path("var")
+
+    # Media limits: a file beyond any of them fails its job with a "too large" reason.
+    max_upload_bytes: int = 2 * 1024**3
+    max_pixels_per_frame: int = 7680 * 4320
+    max_duration_s: float = 6 * 3600.0
+    decode_budget_s: float = 300.0  # wall-clock budget per file: decoding never hangs a worker
+    window_s: float = 10.0  # one clip per window (a Kinetics clip is 10 s)
+    max_windows: int = 360
+    num_segments: int = 8
+
+    # Secrets have no defaults outside embedded mode (checked below).
+    api_keys_pepper: SecretStr | None = None
+    torchserve_token: SecretStr | None = None
+
+    torchserve_inference_url: str = "http://127.0.0.1:8080"
+    torchserve_management_url: str = "http://127.0.0.1:8081"
+    torchserve_metrics_url: str = "http://127.0.0.1:8082"
+    model_name: str = "tsm"
+
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under data_dir if unset")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tsmindex.db').resolve()}"
+
+    @model_validator(mode="after")
+    def _secrets_outside_embedded(self) -> Settings:
+        if self.mode is Mode.platform:
+            missing = [
+                name
+                for name in ("api_keys_pepper",)
+                if getattr(self, name) is None or not getattr(self, name).get_secret_value()
+            ]
+            if missing:
+                raise ValueError(
+                    "platform mode needs these secrets set: "
+                    + ", ".join(f"TSMINDEX_{n.upper()}" for n in missing)
+                )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,20 @@
+"""The typer apps that command modules attach to."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="tsmindex",
+    help="Batch video indexing with the Temporal Shift Module.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print a table and save JSON (and plots).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def main() -> None:
+    import workers.cli  # noqa: F401  (registers every command module)
+
+    app()
