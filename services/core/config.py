@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     torchserve_metrics_url: str = "http://127.0.0.1:8082"
     model_name: str = "tsm"
 
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under data_dir if unset")
+    # SQLAlchemy URL; a SQLite file under data_dir when unset (embedded mode).
+    database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     @property
