@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     torchserve_management_url: str = "http://127.0.0.1:8081"
     torchserve_metrics_url: str = "http://127.0.0.1:8082"
     model_name: str = "tsm"
+    # TorchServe writes key_file.json at start; its inference key is used when no token is set.
+    torchserve_key_file: Path | None = None
+    inference_batch_size: int | None = None  # None: 16 on CUDA, the measured CPU default otherwise
+    torchserve_max_batch_delay_ms: int = 50
+    torchserve_workers: int = 1
+    torchserve_max_in_flight: int = 32  # clips in flight per client: two batches of 16
+    torchserve_timeout_s: float = 120.0
+    torchserve_connect_timeout_s: float = 5.0
+    torchserve_max_retries: int = 5
+    torchserve_backoff_base_s: float = 0.25
+    torchserve_backoff_cap_s: float = 8.0
 
     # SQLAlchemy URL; a SQLite file under data_dir when unset (embedded mode).
     database_url: str | None = None

@@ -1,0 +1,287 @@
+"""Clip classification backends used by the workers.
+
+``TorchServeClient`` posts clips to the model server and keeps many in flight so that its batches fill;
+``InProcessEngine`` calls the handler's own inference code (``model_store.inference.ClipModel``) in
+this process, for embedded mode and tests. Both have the same interface and return the same
+``ClipPrediction`` for the same clip.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+import httpx
+import numpy as np
+
+from services.core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from model_store.inference import ClipModel, Precision
+
+# TorchServe answers 503 when its job queue is full or a worker is (re)starting, 507 when a batch ran
+# out of memory: all pass once load drops, so they are retried.
+RETRYABLE_STATUS = frozenset({502, 503, 504, 507})
+# TorchServe 0.12 answers a missing or stale token with 400 and this text, not 401.
+TOKEN_REFUSED_TEXT = "Token Authorization failed"
+
+
+@dataclass(frozen=True)
+class Label:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ClipPrediction:
+    labels: list[Label]
+    embedding: list[float] | None
+    model_name: str
+    model_version: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipPrediction:
+        """From the handler's JSON for one clip."""
+        return cls(
+            labels=[Label(str(x["label"]), int(x["index"]), float(x["score"])) for x in data["labels"]],
+            embedding=[float(v) for v in data["embedding"]] if data.get("embedding") is not None else None,
+            model_name=str(data["model"]["name"]),
+            model_version=str(data["model"]["version"]),
+        )
+
+
+class InferenceError(Exception):
+    """A clip could not be classified. ``permanent``: retrying the same clip cannot help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        status: int | None = None,
+        reason: str | None = None,
+        clip_index: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+        self.reason = reason
+        self.clip_index = clip_index
+
+
+class ClipClassifier(Protocol):
+    def classify(
+        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+    ) -> list[ClipPrediction]: ...
+
+    def close(self) -> None: ...
+
+
+def encode_clip(clip: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, clip, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_key_file(path: Path) -> dict[str, str]:
+    """TorchServe's key_file.json -> {"management": key, "inference": key, "API": key}."""
+    data = json.loads(path.read_text())
+    return {
+        name: str(entry["key"]) for name, entry in data.items() if isinstance(entry, dict) and "key" in entry
+    }
+
+
+class TorchServeClient:
+    """Posts one clip per request (NPY body) to TorchServe's inference API."""
+
+    def __init__(self, settings: Settings | None = None, *, max_in_flight: int | None = None) -> None:
+        self.settings = settings or get_settings()
+        s = self.settings
+        self.url = f"{s.torchserve_inference_url.rstrip('/')}/predictions/{s.model_name}"
+        self.max_in_flight = max_in_flight or s.torchserve_max_in_flight
+        self._token_lock = threading.Lock()
+        self._token = self._load_token()
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(s.torchserve_timeout_s, connect=s.torchserve_connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight
+            ),
+        )
+        self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="torchserve")
+
+    def classify(
+        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+    ) -> list[ClipPrediction]:
+        """All clips at once, up to ``max_in_flight`` concurrent requests; results in input order.
+
+        Raises the first clip's ``InferenceError`` after the other requests have finished.
+        """
+        params = {"top_k": str(top_k), "embedding": "true" if with_embedding else "false"}
+        futures = [
+            self._pool.submit(self._predict_one, encode_clip(clip), params, index)
+            for index, clip in enumerate(clips)
+        ]
+        results: list[ClipPrediction] = []
+        first_error: InferenceError | None = None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except InferenceError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def _predict_one(self, body: bytes, params: dict[str, str], index: int) -> ClipPrediction:
+        s = self.settings
+        token_reloaded = False
+        attempt = 0
+        while True:
+            token = self._token
+            headers = {"Content-Type": "application/octet-stream"}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = self._http.post(self.url, content=body, params=params, headers=headers)
+            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+                error = InferenceError(
+                    f"TorchServe unreachable: {type(exc).__name__}: {exc}",
+                    permanent=False,
+                    reason="unavailable",
+                    clip_index=index,
+                )
+            else:
+                if response.status_code == 200:
+                    return ClipPrediction.from_dict(response.json())
+                if (
+                    response.status_code == 400
+                    and TOKEN_REFUSED_TEXT in response.text
+                    and not token_reloaded
+                    and s.torchserve_key_file is not None
+                ):
+                    # The server may have been restarted (new keys): re-read its key file once.
+                    token_reloaded = True
+                    self._reload_token()
+                    continue
+                error = _error_from_response(response, index)
+                if error.permanent:
+                    raise error
+            attempt += 1
+            if attempt > s.torchserve_max_retries:
+                raise error
+            delay = min(s.torchserve_backoff_cap_s, s.torchserve_backoff_base_s * 2 ** (attempt - 1))
+            time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: retries from many threads spread out
+
+    def _load_token(self) -> str | None:
+        s = self.settings
+        if s.torchserve_token is not None and s.torchserve_token.get_secret_value():
+            return s.torchserve_token.get_secret_value()
+        if s.torchserve_key_file is not None and s.torchserve_key_file.exists():
+            return read_key_file(s.torchserve_key_file).get("inference")
+        return None
+
+    def _reload_token(self) -> None:
+        with self._token_lock:
+            self._token = self._load_token()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _error_from_response(response: httpx.Response, index: int) -> InferenceError:
+    status = response.status_code
+    reason: str | None = None
+    message = response.text[:500]
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        if isinstance(payload.get("error"), dict):  # the handler's own per-clip error
+            reason = payload["error"].get("reason")
+            message = str(payload["error"].get("message", message))
+        elif "message" in payload:  # TorchServe's frontend errors
+            message = str(payload["message"])
+    permanent = status not in RETRYABLE_STATUS and 400 <= status < 500
+    return InferenceError(
+        f"TorchServe answered {status}: {message}",
+        permanent=permanent,
+        status=status,
+        reason=reason or ("rejected" if permanent else "unavailable"),
+        clip_index=index,
+    )
+
+
+class InProcessEngine:
+    """The handler's inference code called directly, in batches of the served batch size."""
+
+    def __init__(self, model: ClipModel, *, batch_size: int | None = None) -> None:
+        from model_store.inference import default_batch_size
+
+        self.model = model
+        self.batch_size = batch_size or default_batch_size(model.device)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+        precision: Precision = "auto",
+    ) -> InProcessEngine:
+        from model_store.inference import ClipModel
+
+        return cls(ClipModel.from_checkpoint(path, device=device, precision=precision), batch_size=batch_size)
+
+    def classify(
+        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+    ) -> list[ClipPrediction]:
+        from model_store.inference import ClipRejected
+
+        valid: list[np.ndarray] = []
+        for index, clip in enumerate(clips):
+            try:
+                valid.append(self.model.validate(clip))
+            except ClipRejected as exc:
+                raise InferenceError(
+                    exc.message, permanent=True, status=exc.status, reason=exc.reason, clip_index=index
+                ) from exc
+        results: list[ClipPrediction] = []
+        for start in range(0, len(valid), self.batch_size):
+            batch = valid[start : start + self.batch_size]
+            for data in self.model.classify(batch, top_k=top_k, with_embedding=with_embedding):
+                results.append(ClipPrediction.from_dict(data))
+        return results
+
+    def close(self) -> None:
+        """Nothing to release: the model is freed with the engine."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
