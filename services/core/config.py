@@ -54,6 +54,30 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
 
+    # Indexing platform (API, workers, embedded mode).
+    checkpoint_path: Path | None = None  # model for in-process inference; swap models here
+    model_version: str = "1"  # the served model's version; dedupe key together with model_name
+    inference_backend: str = "inprocess"  # "inprocess" | "torchserve"
+    clip_resize: int = 256  # worker-side resize/crop: must match the served model's preprocessing
+    clip_crop: int = 224
+    top_k: int = 5
+    window_top_k: int = 20  # labels kept per window before averaging into video-level labels
+    min_score: float = 0.0
+    storage_backend: str = "local"  # "local" (data_dir/objects) | "s3"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "tsmindex"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    io_timeout_s: float = 30.0
+    job_max_attempts: int = 3
+    job_time_limit_s: float = 1800.0  # per job; the broker's visibility timeout sits above it
+    webhook_secret: SecretStr | None = None
+    webhook_attempts: int = 3
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    worker_metrics_port: int = 9101
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

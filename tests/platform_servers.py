@@ -1,0 +1,122 @@
+"""Fixtures for the platform's real servers: a throwaway Postgres database, a moto S3 server and a
+Redis database number, each private to one test run and removed afterwards.
+
+Import the fixtures into a conftest.py (``from tests.platform_servers import *``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("TSMINDEX_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+REDIS_HOST_PORT = os.environ.get("TSMINDEX_TEST_REDIS", "127.0.0.1:6379")
+
+__all__ = [
+    "free_port",
+    "moto_endpoint",
+    "pg_database",
+    "postgres_url",
+    "redis_url",
+    "s3_bucket",
+    "wait_port",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, *, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before opening port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """Name of a fresh Postgres database, dropped after the run."""
+    import psycopg
+
+    name = f"tsmindex_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url(pg_database: str) -> str:
+    params = dict(part.split("=", 1) for part in PG_ADMIN_DSN.split())
+    return (
+        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
+        f"{params.get('port', '5432')}/{pg_database}"
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a moto S3 server on a free loopback port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    moto = Path(sys.executable).with_name("moto_server")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
+    try:
+        wait_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3_bucket(moto_endpoint: str) -> str:
+    import boto3
+
+    name = f"tsmindex-test-{secrets.token_hex(4)}"
+    boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database number that is empty now, flushed after the run."""
+    import redis
+
+    host, port = REDIS_HOST_PORT.split(":")
+    for db in secrets.SystemRandom().sample(range(1, 16), 15):
+        client = redis.Redis(host=host, port=int(port), db=db)
+        if client.dbsize() == 0:
+            break
+    else:
+        raise RuntimeError("no empty Redis database number left")
+    try:
+        yield f"redis://{host}:{port}/{db}"
+    finally:
+        client.flushdb()
+        client.close()

@@ -1,0 +1,1 @@
+from tests.platform_servers import *  # noqa: F403
