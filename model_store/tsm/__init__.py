@@ -1,0 +1,49 @@
+"""The TSM network (Lin, Gan & Han, ICCV 2019), its checkpoints, online mode and inference paths."""
+
+from model_store.tsm.build import build_tsm
+from model_store.tsm.checkpoint import (
+    TSM_R50_KINETICS400_URL,
+    CheckpointError,
+    CheckpointInfo,
+    OfficialName,
+    download_checkpoint,
+    load_checkpoint,
+    load_model,
+    parse_official_filename,
+    save_checkpoint,
+)
+from model_store.tsm.config import (
+    KINETICS400_LABELS_PATH,
+    ModelCard,
+    Preprocess,
+    TSMConfig,
+    read_labels,
+)
+from model_store.tsm.network import TSM, build_from_card
+from model_store.tsm.online import CacheSize, OnlineTSM, Stream
+from model_store.tsm.shift import TemporalShift, temporal_shift
+
+__all__ = [
+    "KINETICS400_LABELS_PATH",
+    "TSM",
+    "TSM_R50_KINETICS400_URL",
+    "CacheSize",
+    "CheckpointError",
+    "CheckpointInfo",
+    "ModelCard",
+    "OfficialName",
+    "OnlineTSM",
+    "Preprocess",
+    "Stream",
+    "TSMConfig",
+    "TemporalShift",
+    "build_from_card",
+    "build_tsm",
+    "download_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "parse_official_filename",
+    "read_labels",
+    "save_checkpoint",
+    "temporal_shift",
+]
