@@ -1,0 +1,36 @@
+"""The media pipeline: probe a video, decode exactly the TSN frames, fail with a typed error.
+
+Pure Python + PyAV + numpy (no torch), so the API and light workers can import it cheaply.
+"""
+
+from workers.media.errors import (
+    CorruptVideoError,
+    DecodeTimeoutError,
+    MediaError,
+    NotAVideoError,
+    TooLargeError,
+    UnsupportedCodecError,
+)
+from workers.media.limits import MediaLimits
+from workers.media.probe import VideoInfo, VideoSource, probe, spool_to_file
+from workers.media.sampling import Clip, SampledVideo, Window, plan_windows, sample_clips, segment_indices
+
+__all__ = [
+    "Clip",
+    "CorruptVideoError",
+    "DecodeTimeoutError",
+    "MediaError",
+    "MediaLimits",
+    "NotAVideoError",
+    "SampledVideo",
+    "TooLargeError",
+    "UnsupportedCodecError",
+    "VideoInfo",
+    "VideoSource",
+    "Window",
+    "plan_windows",
+    "probe",
+    "sample_clips",
+    "segment_indices",
+    "spool_to_file",
+]
