@@ -128,9 +128,10 @@ class TorchServeClient:
 
         Raises the first clip's ``InferenceError`` after the other requests have finished.
         """
-        params = {"top_k": str(top_k), "embedding": "true" if with_embedding else "false"}
+        # Header names match model_store.handler (TOP_K_HEADER, EMBEDDING_HEADER).
+        options = {"x-tsm-top-k": str(top_k), "x-tsm-embedding": "true" if with_embedding else "false"}
         futures = [
-            self._pool.submit(self._predict_one, encode_clip(clip), params, index)
+            self._pool.submit(self._predict_one, encode_clip(clip), options, index)
             for index, clip in enumerate(clips)
         ]
         results: list[ClipPrediction] = []
@@ -144,17 +145,17 @@ class TorchServeClient:
             raise first_error
         return results
 
-    def _predict_one(self, body: bytes, params: dict[str, str], index: int) -> ClipPrediction:
+    def _predict_one(self, body: bytes, options: dict[str, str], index: int) -> ClipPrediction:
         s = self.settings
         token_reloaded = False
         attempt = 0
         while True:
             token = self._token
-            headers = {"Content-Type": "application/octet-stream"}
+            headers = {"Content-Type": "application/octet-stream", **options}
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             try:
-                response = self._http.post(self.url, content=body, params=params, headers=headers)
+                response = self._http.post(self.url, content=body, headers=headers)
             except httpx.TransportError as exc:  # connection refused/reset, timeouts
                 error = InferenceError(
                     f"TorchServe unreachable: {type(exc).__name__}: {exc}",

@@ -10,3 +10,4 @@ from workers.cli.app import app, bench_app, main
 __all__ = ["app", "bench_app", "main"]
 
 # Command modules (each adds its commands to ``app`` or ``bench_app`` on import).
+from workers.cli import serving  # noqa: E402,F401

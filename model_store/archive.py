@@ -1,0 +1,105 @@
+"""Build the TorchServe model archive (.mar) with torch-model-archiver.
+
+The archive holds the weights in our checkpoint format (with their card), ``card.json``, the handler,
+and the ``model_store`` inference code (``inference.py`` and the ``tsm`` package) as extra files, so
+the server needs nothing from this repository. Build-time only: not shipped inside the archive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+from model_store.tsm import TSM, ModelCard, save_checkpoint
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+HANDLER_FILE = PACKAGE_DIR / "handler.py"
+SHIPPED = ("__init__.py", "inference.py", "tsm")  # what the handler imports, nothing more
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.json"  # read by model_store.handler
+MODEL_CONFIG_FILE = "model-config.yaml"
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class ArchiveError(RuntimeError):
+    pass
+
+
+def build_archive(
+    model: TSM,
+    card: ModelCard,
+    out_dir: str | Path,
+    *,
+    model_name: str = "tsm",
+    version: str | None = None,
+    precision: Precision = "auto",
+    timeout_s: float = 600.0,
+) -> Path:
+    """Write ``<out_dir>/<model_name>.mar`` (replacing it) and return its path.
+
+    ``version`` (default: the card's) is the archive version TorchServe keys per-model settings on.
+    ``precision`` goes into the archive's model config; "auto" lets the handler pick per device.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tsm-mar-") as tmp_name:
+        tmp = Path(tmp_name)
+        extra = tmp / "extra"
+        package = extra / "model_store"
+        package.mkdir(parents=True)
+        for name in SHIPPED:
+            source = PACKAGE_DIR / name
+            if source.is_dir():
+                shutil.copytree(source, package / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(source, package / name)
+        (extra / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2))
+        weights = tmp / WEIGHTS_FILE
+        save_checkpoint(weights, model, card)
+        # Only keys the handler reads: batch settings stay in config.properties, which an archive
+        # value would silently override.
+        (tmp / MODEL_CONFIG_FILE).write_text(f"precision: {precision}\n")
+        command = [
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            "--model-name",
+            model_name,
+            "--version",
+            version or card.version,
+            "--serialized-file",
+            str(weights),
+            "--handler",
+            str(HANDLER_FILE),
+            "--extra-files",
+            str(extra),
+            "--config-file",
+            str(tmp / MODEL_CONFIG_FILE),
+            "--export-path",
+            str(out_dir),
+            "--force",
+        ]
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps builds apart.
+        env = {**os.environ, "TMPDIR": str(tmp)}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if result.returncode != 0:
+            raise ArchiveError(f"torch-model-archiver failed ({result.returncode}): {result.stderr.strip()}")
+    path = out_dir / f"{model_name}.mar"
+    if not path.is_file():
+        raise ArchiveError(f"torch-model-archiver wrote no {path}")
+    return path
+
+
+def read_manifest(archive: str | Path) -> dict[str, object]:
+    """The archive's MAR-INF/MANIFEST.json."""
+    with zipfile.ZipFile(archive) as z:
+        data: dict[str, object] = json.loads(z.read("MAR-INF/MANIFEST.json"))
+    return data

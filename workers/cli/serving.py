@@ -1,0 +1,171 @@
+"""`tsmindex model ...` (archive build, TorchServe run config) and `tsmindex bench serve`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from workers.cli.app import app, bench_app
+
+model_app = typer.Typer(help="Build and serve the TSM model archive.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_STORE = Path("var/model-store")
+BASE_TS_CONFIG = ROOT / "infra" / "torchserve" / "config.properties"
+METRICS_CONFIG = ROOT / "infra" / "torchserve" / "metrics.yaml"
+
+
+@model_app.command("build")
+def build(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint path or http(s) URL (ours, official or mmaction2 format). "
+            "Real deployments use the published Kinetics-400 TSM-R50: "
+            "https://hanlab18.mit.edu/projects/tsm/models/"
+            "TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth"
+        ),
+    ] = None,
+    random_init: Annotated[bool, typer.Option(help="Random weights (offline use and tests).")] = False,
+    arch: Annotated[str, typer.Option(help="Backbone for --random-init.")] = "resnet50",
+    num_classes: Annotated[
+        int | None, typer.Option(help="Classes for --random-init (names class_0..).")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Class names file for --random-init.")] = None,
+    num_segments: Annotated[int, typer.Option(help="Frames per clip for --random-init.")] = 8,
+    crop: Annotated[int, typer.Option(help="Input size for --random-init (resize = crop * 8/7).")] = 224,
+    seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
+    model_name: Annotated[str, typer.Option(help="TorchServe model name.")] = "tsm",
+    version: Annotated[str | None, typer.Option(help="Archive version (default: the model card's).")] = None,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16")] = "auto",
+    cache_dir: Annotated[Path, typer.Option(help="Where downloaded checkpoints are kept.")] = Path(
+        "var/checkpoints"
+    ),
+    out: Annotated[Path, typer.Option(help="Directory for <model-name>.mar.")] = DEFAULT_MODEL_STORE,
+) -> None:
+    """Write the TorchServe archive (.mar) for a checkpoint, or for random weights."""
+    from model_store.archive import build_archive
+
+    if (checkpoint is None) == (not random_init):
+        raise typer.BadParameter("give exactly one of --checkpoint PATH|URL and --random-init")
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise typer.BadParameter(f"unknown precision {precision!r}")
+    if random_init:
+        model, card = _random_model(arch, num_classes, labels, num_segments, crop, seed)
+    else:
+        assert checkpoint is not None
+        model, card = _load_checkpoint(checkpoint, cache_dir)
+    path = build_archive(model, card, out, model_name=model_name, version=version, precision=precision)  # type: ignore[arg-type]
+    typer.echo(
+        f"{path}  ({card.config.arch}, {card.config.num_classes} classes, version {version or card.version})"
+    )
+
+
+def _random_model(
+    arch: str, num_classes: int | None, labels: Path | None, num_segments: int, crop: int, seed: int
+) -> tuple[Any, Any]:
+    import torch
+
+    from model_store.tsm import ModelCard, Preprocess, TSMConfig, build_from_card, read_labels
+
+    if (num_classes is None) == (labels is None):
+        raise typer.BadParameter("--random-init needs exactly one of --num-classes and --labels")
+    classes = (
+        read_labels(labels) if labels is not None else tuple(f"class_{i}" for i in range(num_classes or 0))
+    )
+    config = TSMConfig(arch=arch, num_classes=len(classes), num_segments=num_segments)
+    card = ModelCard(
+        name=f"tsm-{arch}-random",
+        version=f"random-seed{seed}",
+        config=config,
+        preprocess=Preprocess(resize=round(crop * 256 / 224), crop=crop),
+        classes=classes,
+    )
+    torch.manual_seed(seed)
+    return build_from_card(card).eval(), card
+
+
+def _load_checkpoint(checkpoint: str, cache_dir: Path) -> tuple[Any, Any]:
+    from model_store.tsm import download_checkpoint, load_model
+
+    if checkpoint.startswith(("http://", "https://")):
+        # Keep the published file name: the official loader reads arch/segments/shift from it.
+        dest = cache_dir / checkpoint.rstrip("/").rsplit("/", 1)[-1]
+        path = dest if dest.is_file() else download_checkpoint(checkpoint, dest)
+    else:
+        path = Path(checkpoint)
+    return load_model(path)
+
+
+def render_ts_config(
+    archive: Path,
+    *,
+    batch_size: int,
+    base: Path = BASE_TS_CONFIG,
+    metrics_config: Path = METRICS_CONFIG,
+) -> tuple[str, str]:
+    """(config.properties text for serving ``archive``, its model name).
+
+    The base file's keys come first; the per-run lines after them win (a later key wins).
+    """
+    from model_store.archive import read_manifest
+    from services.core.config import get_settings
+
+    s = get_settings()
+    manifest_model: Any = read_manifest(archive)["model"]
+    name, version = str(manifest_model["modelName"]), str(manifest_model["modelVersion"])
+    model_settings = {
+        "defaultVersion": True,
+        "marName": archive.name,
+        "minWorkers": s.torchserve_workers,
+        "maxWorkers": s.torchserve_workers,
+        "batchSize": batch_size,
+        "maxBatchDelay": s.torchserve_max_batch_delay_ms,
+        "responseTimeout": int(s.torchserve_timeout_s),
+    }
+    lines = [
+        base.read_text().rstrip("\n"),
+        "",
+        "# --- this run (infra/scripts/torchserve.sh) ---",
+        f"inference_address={s.torchserve_inference_url}",
+        f"management_address={s.torchserve_management_url}",
+        f"metrics_address={s.torchserve_metrics_url}",
+        f"metrics_config={metrics_config.resolve()}",
+        "models=" + json.dumps({name: {version: model_settings}}),
+    ]
+    return "\n".join(lines) + "\n", name
+
+
+@model_app.command("serve-config")
+def serve_config(
+    archive: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The .mar to serve.")],
+    out: Annotated[Path, typer.Option(help="config.properties to write.")],
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Default: TSMINDEX_INFERENCE_BATCH_SIZE, else 16 on CUDA / CPU default."),
+    ] = None,
+) -> None:
+    """Write TorchServe's config for one archive; print shell assignments for torchserve.sh."""
+    from services.core.config import get_settings
+
+    s = get_settings()
+    size = batch_size or s.inference_batch_size or _device_batch_size()
+    text, name = render_ts_config(archive.resolve(), batch_size=size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"MODEL_NAME={shlex.quote(name)}")
+    typer.echo(f"MANAGEMENT_URL={shlex.quote(s.torchserve_management_url)}")
+    typer.echo(f"BATCH_SIZE={size}")
+
+
+def _device_batch_size() -> int:
+    import torch
+
+    from model_store.inference import default_batch_size
+
+    return default_batch_size(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
