@@ -21,6 +21,7 @@ REDIS_HOST_PORT = os.environ.get("TSMINDEX_TEST_REDIS", "127.0.0.1:6379")
 
 __all__ = [
     "free_port",
+    "migrated_postgres_url",
     "moto_endpoint",
     "pg_database",
     "postgres_url",
@@ -70,6 +71,19 @@ def postgres_url(pg_database: str) -> str:
         f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
         f"{params.get('port', '5432')}/{pg_database}"
     )
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url(postgres_url: str) -> str:
+    """The run's Postgres database with the schema at the latest migration."""
+    from services.core.db import create_db_engine, upgrade_database
+
+    engine = create_db_engine(postgres_url)
+    try:
+        upgrade_database(engine)
+    finally:
+        engine.dispose()
+    return postgres_url
 
 
 @pytest.fixture(scope="session")

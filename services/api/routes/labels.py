@@ -1,0 +1,21 @@
+"""The label vocabulary of the index."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from services.api.deps import ApiKeyDep, SessionDep
+from services.api.schemas import LabelCount, LabelsOut
+from services.core.models import VideoLabel
+
+router = APIRouter(prefix="/v1/labels", tags=["labels"])
+
+
+@router.get("")
+def list_labels(session: SessionDep, _key: ApiKeyDep) -> LabelsOut:
+    videos = func.count(func.distinct(VideoLabel.video_id))
+    rows = session.execute(
+        select(VideoLabel.label, videos).group_by(VideoLabel.label).order_by(videos.desc(), VideoLabel.label)
+    ).all()
+    return LabelsOut(items=[LabelCount(label=label, videos=count) for label, count in rows])

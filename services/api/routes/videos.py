@@ -1,0 +1,461 @@
+"""Videos: upload (multipart, streamed to storage) or S3 source, metadata and labels, search, delete."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, StorageDep
+from services.api.routes.jobs import job_out
+from services.api.schemas import (
+    IndexOptions,
+    JobOut,
+    LabelOut,
+    ModelRef,
+    SearchHit,
+    SearchPage,
+    SourceRequest,
+    VideoOut,
+    WindowOut,
+)
+from services.core import metrics
+from services.core.config import Settings
+from services.core.models import IdempotencyKey, Job, JobStatus, Video, VideoLabel, WindowLabel
+from services.core.queue import enqueue_index_video
+from services.core.sniff import SNIFF_BYTES, looks_like_video
+from services.core.storage import UploadTooLargeError
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around the file
+MAX_JSON_BYTES = 64 * 1024
+OPTION_FIELDS = ("window_s", "top_k", "min_score", "include", "exclude", "webhook_url")
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **{name: {"type": "string"} for name in OPTION_FIELDS},
+                    },
+                }
+            },
+            "application/json": {"schema": SourceRequest.model_json_schema()},
+        },
+    }
+}
+
+
+def _end_read(session: Session) -> None:
+    """Close the read-only transaction that authentication began, so the route owns the next one.
+
+    Commit rather than roll back: objects already loaded (the caller's key) stay valid."""
+    if session.in_transaction():
+        session.commit()
+
+
+@dataclass(frozen=True)
+class Registration:
+    job: Job
+    duplicate: bool
+    enqueue: bool
+    orphan_key: str | None  # our new copy of bytes we already had
+
+
+def _register(
+    session: Session,
+    settings: Settings,
+    *,
+    api_key_id: uuid.UUID,
+    idempotency_key: str | None,
+    options: IndexOptions,
+    sha256: str | None = None,
+    storage_key: str | None = None,
+    size_bytes: int | None = None,
+    filename: str | None = None,
+    content_type: str | None = None,
+    source_uri: str | None = None,
+) -> Registration:
+    """Find or create the video and its job for the served model version, in one transaction."""
+    for attempt in range(2):
+        _end_read(session)
+        try:
+            with session.begin():
+                if sha256 is not None:
+                    video = session.scalar(select(Video).where(Video.sha256 == sha256))
+                else:
+                    video = session.scalar(select(Video).where(Video.source_uri == source_uri))
+                duplicate = video is not None
+                if video is None:
+                    video = Video(
+                        sha256=sha256,
+                        storage_key=storage_key,
+                        source_uri=source_uri,
+                        size_bytes=size_bytes,
+                        filename=filename,
+                        content_type=content_type,
+                    )
+                    session.add(video)
+                    session.flush()
+                job = session.scalar(
+                    select(Job).where(
+                        Job.video_id == video.id,
+                        Job.model_name == settings.model_name,
+                        Job.model_version == settings.model_version,
+                    )
+                )
+                enqueue = False
+                if job is None:
+                    job = Job(
+                        video_id=video.id,
+                        model_name=settings.model_name,
+                        model_version=settings.model_version,
+                        status=JobStatus.queued,
+                        options=options.to_job_options(),
+                    )
+                    session.add(job)
+                    session.flush()
+                    enqueue = True
+                elif job.status == JobStatus.failed:
+                    # Submitting a failed video again retries it.
+                    job.status = JobStatus.queued
+                    job.reason = job.detail = None
+                    job.attempts = 0
+                    job.progress = 0.0
+                    job.started_at = job.finished_at = None
+                    job.options = options.to_job_options()
+                    enqueue = True
+                elif job.status == JobStatus.queued and job.attempts == 0:
+                    # Never picked up: its message may have been lost before it reached the broker.
+                    enqueue = True
+                if idempotency_key is not None:
+                    session.add(IdempotencyKey(api_key_id=api_key_id, key=idempotency_key, job_id=job.id))
+                orphan = storage_key if duplicate and video.storage_key != storage_key else None
+                return Registration(job=job, duplicate=duplicate, enqueue=enqueue, orphan_key=orphan)
+        except IntegrityError:
+            # A concurrent request inserted the same video or key first: the second pass finds it.
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _parse_options(data: dict[str, Any]) -> IndexOptions:
+    try:
+        return IndexOptions.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+
+
+def _check_webhook(options: IndexOptions, settings: Settings) -> None:
+    if options.webhook_url is not None and settings.webhook_secret is None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "webhook_url"),
+                    "msg": "webhooks are disabled: the server has no TSMINDEX_WEBHOOK_SECRET",
+                    "input": str(options.webhook_url),
+                }
+            ]
+        )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=UPLOAD_BODY,
+    responses={
+        200: {"description": "the same bytes (or idempotency key) were already submitted", "model": JobOut},
+        413: {"description": "upload larger than the limit"},
+        415: {"description": "not a video"},
+    },
+)
+async def create_video(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    producer: ProducerDep,
+    api_key: ApiKeyDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    """Submit a video: a multipart `file` upload, or JSON `{"source_uri": "s3://bucket/key"}`."""
+    if idempotency_key is not None:
+        known = await run_in_threadpool(session.get, IdempotencyKey, (api_key.id, idempotency_key))
+        if known is not None:
+            job = await run_in_threadpool(session.get_one, Job, known.job_id)
+            response.status_code = status.HTTP_200_OK
+            response.headers["Location"] = f"/v1/jobs/{job.id}"
+            return job_out(job, duplicate=True)
+
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        registration = await _accept_upload(request, session, settings, storage, api_key.id, idempotency_key)
+    elif content_type.startswith("application/json"):
+        registration = await _accept_source(request, session, settings, api_key.id, idempotency_key)
+    else:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            'send multipart/form-data with a "file" part, or JSON with "source_uri"',
+        )
+
+    if registration.orphan_key is not None:
+        await run_in_threadpool(storage.delete, registration.orphan_key)
+    if registration.enqueue:
+        # After the commit: a worker that picks the id up finds the row.
+        await run_in_threadpool(enqueue_index_video, producer, str(registration.job.id))
+    response.headers["Location"] = f"/v1/jobs/{registration.job.id}"
+    if registration.duplicate:
+        response.status_code = status.HTTP_200_OK
+    return job_out(registration.job, duplicate=registration.duplicate)
+
+
+async def _accept_upload(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    storage: StorageDep,
+    api_key_id: uuid.UUID,
+    idempotency_key: str | None,
+) -> Registration:
+    declared = request.headers.get("content-length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    ):
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"uploads are limited to {settings.max_upload_bytes} bytes",
+        )
+    # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory.
+    form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
+    try:
+        upload = form.get("file")
+        fields = {
+            name: form.getlist(name) if name in ("include", "exclude") else form.get(name)
+            for name in OPTION_FIELDS
+        }
+        options = _parse_options({k: v for k, v in fields.items() if v not in (None, "", [])})
+        _check_webhook(options, settings)
+        if not isinstance(upload, UploadFile):
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "missing",
+                        "loc": ("body", "file"),
+                        "msg": "a file part is required",
+                        "input": None,
+                    }
+                ]
+            )
+        head = await upload.read(SNIFF_BYTES)
+        await upload.seek(0)
+        if not looks_like_video(head):
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "the upload is not a video file")
+        key = f"uploads/{uuid.uuid4()}"
+        try:
+            stored = await run_in_threadpool(
+                storage.put_stream, key, upload.file, max_bytes=settings.max_upload_bytes
+            )
+        except UploadTooLargeError as exc:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"uploads are limited to {exc.limit} bytes"
+            ) from exc
+        metrics.UPLOADED_BYTES.inc(stored.size_bytes)
+        try:
+            return await run_in_threadpool(
+                lambda: _register(
+                    session,
+                    settings,
+                    api_key_id=api_key_id,
+                    idempotency_key=idempotency_key,
+                    options=options,
+                    sha256=stored.sha256,
+                    storage_key=stored.key,
+                    size_bytes=stored.size_bytes,
+                    filename=upload.filename,
+                    content_type=upload.content_type,
+                )
+            )
+        except Exception:
+            await run_in_threadpool(storage.delete, stored.key)
+            raise
+    finally:
+        await form.close()
+
+
+async def _accept_source(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    api_key_id: uuid.UUID,
+    idempotency_key: str | None,
+) -> Registration:
+    body = await request.body()
+    if len(body) > MAX_JSON_BYTES:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "JSON body too large")
+    try:
+        source = SourceRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+    _check_webhook(source, settings)
+    return await run_in_threadpool(
+        lambda: _register(
+            session,
+            settings,
+            api_key_id=api_key_id,
+            idempotency_key=idempotency_key,
+            options=source,
+            source_uri=source.source_uri,
+        )
+    )
+
+
+def _encode_cursor(score: float, row_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([score, row_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        score, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(score), int(row_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+
+
+@router.get("")
+def search_videos(
+    session: SessionDep,
+    _key: ApiKeyDep,
+    label: Annotated[str, Query(min_length=1, max_length=200)],
+    min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
+    model_version: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SearchPage:
+    """Videos whose video-level label `label` scores at least `min_score`, best first."""
+    query = (
+        select(VideoLabel, Video)
+        .join(Video, Video.id == VideoLabel.video_id)
+        .where(VideoLabel.label == label, VideoLabel.score >= min_score)
+    )
+    if model_version is not None:
+        query = query.where(VideoLabel.model_version == model_version)
+    if cursor is not None:
+        score, row_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(VideoLabel.score < score, and_(VideoLabel.score == score, VideoLabel.id < row_id))
+        )
+    rows = session.execute(
+        query.order_by(VideoLabel.score.desc(), VideoLabel.id.desc()).limit(limit + 1)
+    ).all()
+    items = [
+        SearchHit(
+            video_id=video.id,
+            label=vl.label,
+            score=vl.score,
+            model=ModelRef(name=vl.model_name, version=vl.model_version),
+            filename=video.filename,
+            duration_s=video.duration_s,
+        )
+        for vl, video in rows[:limit]
+    ]
+    next_cursor = (
+        _encode_cursor(rows[limit - 1][0].score, rows[limit - 1][0].id) if len(rows) > limit else None
+    )
+    return SearchPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{video_id}")
+def get_video(
+    video_id: uuid.UUID,
+    session: SessionDep,
+    _key: ApiKeyDep,
+    model_version: Annotated[str | None, Query(max_length=200)] = None,
+) -> VideoOut:
+    """Metadata, video-level labels and the per-window timeline (latest indexed model by default)."""
+    video = session.get(Video, video_id)
+    if video is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
+    jobs = session.scalars(select(Job).where(Job.video_id == video_id).order_by(Job.created_at.desc())).all()
+    done = [j for j in jobs if j.status == JobStatus.succeeded]
+    chosen = next((j for j in done if j.model_version == model_version), None) if model_version else None
+    chosen = chosen or (done[0] if done and model_version is None else None)
+    name = chosen.model_name if chosen else (jobs[0].model_name if jobs else "")
+    version = chosen.model_version if chosen else (model_version or (jobs[0].model_version if jobs else ""))
+    key = (
+        VideoLabel.video_id == video_id,
+        VideoLabel.model_name == name,
+        VideoLabel.model_version == version,
+    )
+    labels = session.scalars(select(VideoLabel).where(*key).order_by(VideoLabel.rank)).all()
+    window_rows = session.scalars(
+        select(WindowLabel)
+        .where(
+            WindowLabel.video_id == video_id,
+            WindowLabel.model_name == name,
+            WindowLabel.model_version == version,
+        )
+        .order_by(WindowLabel.window_index, WindowLabel.rank)
+    ).all()
+    windows: dict[int, WindowOut] = {}
+    for row in window_rows:
+        window = windows.setdefault(
+            row.window_index,
+            WindowOut(index=row.window_index, start_ms=row.start_ms, end_ms=row.end_ms, labels=[]),
+        )
+        window.labels.append(LabelOut(label=row.label, index=row.label_index, score=row.score, rank=row.rank))
+    return VideoOut(
+        id=video.id,
+        sha256=video.sha256,
+        filename=video.filename,
+        source_uri=video.source_uri,
+        content_type=video.content_type,
+        size_bytes=video.size_bytes,
+        duration_s=video.duration_s,
+        fps=video.fps,
+        width=video.width,
+        height=video.height,
+        codec=video.codec,
+        created_at=video.created_at,
+        model=ModelRef(name=name, version=version),
+        labels=[LabelOut(label=r.label, index=r.label_index, score=r.score, rank=r.rank) for r in labels],
+        windows=list(windows.values()),
+        jobs=[job_out(j) for j in jobs],
+    )
+
+
+@router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _key: ApiKeyDep) -> None:
+    """Remove the video, its jobs and labels, and our stored copy of its bytes."""
+    _end_read(session)
+    with session.begin():
+        video = session.get(Video, video_id)
+        if video is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
+        storage_key = video.storage_key
+        session.delete(video)
+    if storage_key is not None:
+        storage.delete(storage_key)

@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from services.api.main import create_app
+from services.core.apikeys import create_api_key
+from services.core.config import Mode, Settings
+from services.core.db import create_db_engine, session_factory
+from services.core.models import Job, Video, VideoLabel
+from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
+from workers.media.synth import make_video
+
+MAX_UPLOAD = 300_000
+
+
+@pytest.fixture()
+def settings(migrated_postgres_url: str, moto_endpoint: str, s3_bucket: str, redis_url: str) -> Settings:
+    return Settings(
+        mode=Mode.platform,
+        api_keys_pepper=SecretStr("pepper"),
+        database_url=migrated_postgres_url,
+        redis_url=redis_url,
+        storage_backend="s3",
+        s3_endpoint_url=moto_endpoint,
+        s3_bucket=s3_bucket,
+        s3_access_key_id=SecretStr("test"),
+        s3_secret_access_key=SecretStr("test"),
+        max_upload_bytes=MAX_UPLOAD,
+        model_version=f"v-{uuid.uuid4().hex[:8]}",  # this test's own index
+        inference_backend="torchserve",
+    )
+
+
+@pytest.fixture()
+def api_key(settings: Settings) -> str:
+    engine = create_db_engine(settings.resolved_database_url)
+    with session_factory(engine).begin() as session:
+        _, key = create_api_key(session, settings, name="test")
+    engine.dispose()
+    return key
+
+
+@pytest.fixture()
+def client(settings: Settings, api_key: str) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {api_key}"}) as c:
+        yield c
+
+
+@pytest.fixture()
+def queue(settings: Settings) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete(INDEX_QUEUE)
+    yield r
+    r.delete(INDEX_QUEUE)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return [make_video(root / f"v{i}.mp4", frames=12 + 6 * i, size=(96, 64)) for i in range(3)]
+
+
+def _bucket_keys(settings: Settings) -> list[str]:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])]
+
+
+def _queued_job_ids(queue: redis.Redis) -> list[str]:
+    ids = []
+    for raw in queue.lrange(INDEX_QUEUE, 0, -1):
+        message = json.loads(raw)
+        assert message["headers"]["task"] == INDEX_VIDEO_TASK
+        ids.append(message["headers"]["argsrepr"].strip("[]()',"))
+    return ids
+
+
+def _upload(client: TestClient, path: Path, **fields: Any) -> Any:
+    with path.open("rb") as f:
+        return client.post("/v1/videos", files={"file": (path.name, f, "video/mp4")}, data=fields)
+
+
+def test_health_is_open_and_everything_else_needs_a_key(settings: Settings, api_key: str) -> None:
+    with TestClient(create_app(settings)) as anon:
+        assert anon.get("/healthz").json() == {"status": "ok"}
+        for method, url in [("GET", "/v1/labels"), ("GET", "/v1/videos?label=x"), ("POST", "/v1/videos")]:
+            assert anon.request(method, url).status_code == 401
+        assert anon.get("/v1/labels", headers={"Authorization": "Bearer tsm_wrong"}).status_code == 401
+        assert anon.get("/v1/labels", headers={"Authorization": f"Bearer {api_key}"}).status_code == 200
+
+
+def test_upload_creates_one_job_and_enqueues_its_id(
+    client: TestClient, settings: Settings, queue: redis.Redis, videos: list[Path]
+) -> None:
+    response = _upload(client, videos[0], top_k="3", include="a, b", webhook_url="")
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert (job["status"], job["attempts"], job["duplicate"]) == ("queued", 0, False)
+    assert job["model"] == {"name": "tsm", "version": settings.model_version}
+    assert job["options"] == {"top_k": 3, "include": ["a", "b"]}
+    assert _queued_job_ids(queue) == [job["id"]]
+    assert len(_bucket_keys(settings)) == 1
+
+    engine = create_db_engine(settings.resolved_database_url)
+    with session_factory(engine)() as session:
+        video = session.get_one(Video, uuid.UUID(job["video_id"]))
+        assert video.size_bytes == videos[0].stat().st_size
+        assert video.filename == "v0.mp4"
+        assert video.storage_key in _bucket_keys(settings)
+    engine.dispose()
+
+    # The same bytes again: the same job, no second object, no second index.
+    again = _upload(client, videos[0])
+    assert again.status_code == 200
+    assert (again.json()["id"], again.json()["duplicate"]) == (job["id"], True)
+    assert len(_bucket_keys(settings)) == 1
+
+    status = client.get(f"/v1/jobs/{job['id']}")
+    assert status.status_code == 200 and status.json()["status"] == "queued"
+    assert client.get(f"/v1/jobs/{uuid.uuid4()}").status_code == 404
+
+
+def test_idempotency_key_returns_the_first_job(client: TestClient, videos: list[Path]) -> None:
+    first = _upload_with_key(client, videos[1], "key-1")
+    second = _upload_with_key(client, videos[2], "key-1")
+    assert first.status_code == 202
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert _upload_with_key(client, videos[2], "key-2").json()["id"] != first.json()["id"]
+
+
+def _upload_with_key(client: TestClient, path: Path, key: str) -> Any:
+    with path.open("rb") as f:
+        return client.post(
+            "/v1/videos", files={"file": (path.name, f, "video/mp4")}, headers={"Idempotency-Key": key}
+        )
+
+
+def test_upload_errors(client: TestClient, settings: Settings, tmp_path: Path, videos: list[Path]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a video\n" * 50)
+    assert _upload(client, text).status_code == 415
+    assert (
+        client.post("/v1/videos", content=b"raw", headers={"Content-Type": "text/plain"}).status_code == 415
+    )
+
+    big = tmp_path / "big.mp4"
+    big.write_bytes(videos[0].read_bytes()[:64] + b"\0" * (MAX_UPLOAD + 10))
+    too_big = _upload(client, big)
+    assert too_big.status_code == 413
+    assert str(MAX_UPLOAD) in too_big.json()["detail"]
+
+    bad = _upload(client, videos[0], top_k="0")
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"][-1] == "top_k"
+    assert _upload(client, videos[0], webhook_url="https://example.org/hook").status_code == 422  # no secret
+    missing = client.post("/v1/videos", data={"top_k": "3"}, files={"other": ("x", b"x")})
+    assert missing.status_code == 422
+    assert _bucket_keys(settings) == []
+
+
+def test_s3_source(client: TestClient, queue: redis.Redis) -> None:
+    response = client.post("/v1/videos", json={"source_uri": "s3://media/cats/1.mp4", "top_k": 2})
+    assert response.status_code == 202, response.text
+    assert response.json()["options"] == {"top_k": 2}
+    assert client.post("/v1/videos", json={"source_uri": "s3://media/cats/1.mp4"}).json()["duplicate"] is True
+    assert _queued_job_ids(queue) == [response.json()["id"]] * 2  # never started: sent again
+    assert client.post("/v1/videos", json={"source_uri": "http://x/y.mp4"}).status_code == 422
+
+
+def _index(settings: Settings, labels: dict[str, float]) -> uuid.UUID:
+    """A video indexed with the given label scores, written as the pipeline writes them."""
+    engine = create_db_engine(settings.resolved_database_url)
+    with session_factory(engine).begin() as session:
+        video = Video(sha256=uuid.uuid4().hex * 2, filename="x.mp4", duration_s=2.0)
+        session.add(video)
+        session.flush()
+        session.add(
+            Job(video_id=video.id, model_name="tsm", model_version=settings.model_version, status="succeeded")
+        )
+        for rank, (label, score) in enumerate(sorted(labels.items(), key=lambda kv: -kv[1]), start=1):
+            session.add(
+                VideoLabel(
+                    video_id=video.id,
+                    model_name="tsm",
+                    model_version=settings.model_version,
+                    label=label,
+                    label_index=rank,
+                    score=score,
+                    rank=rank,
+                )
+            )
+        video_id = video.id
+    engine.dispose()
+    return video_id
+
+
+def test_search_pages_by_score_and_labels_count_videos(client: TestClient, settings: Settings) -> None:
+    label = f"juggling-{uuid.uuid4().hex[:6]}"
+    scores = [0.9, 0.7, 0.7, 0.4, 0.1]
+    ids = [_index(settings, {label: s, "other": 0.05}) for s in scores]
+    seen: list[tuple[str, float]] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {
+            "label": label,
+            "min_score": 0.2,
+            "limit": 2,
+            "model_version": settings.model_version,
+        }
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/videos", params=params).json()
+        seen += [(item["video_id"], item["score"]) for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 2
+    assert [s for _, s in seen] == [0.9, 0.7, 0.7, 0.4]
+    assert {v for v, _ in seen} == {str(i) for i in ids[:4]}
+    assert client.get("/v1/videos", params={"label": label, "cursor": "%%%"}).status_code == 422
+
+    counts = {item["label"]: item["videos"] for item in client.get("/v1/labels").json()["items"]}
+    assert counts[label] == 5
+
+    detail = client.get(f"/v1/videos/{ids[0]}").json()
+    assert [(x["label"], x["score"], x["rank"]) for x in detail["labels"]] == [
+        (label, 0.9, 1),
+        ("other", 0.05, 2),
+    ]
+    assert detail["model"] == {"name": "tsm", "version": settings.model_version}
+
+
+def test_delete_removes_rows_and_bytes(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    # Bytes no other test uploads: the database is shared by the run, buckets are per test.
+    job = _upload(client, make_video(tmp_path / "own.mp4", frames=40, size=(96, 64))).json()
+    assert len(_bucket_keys(settings)) == 1
+    assert client.delete(f"/v1/videos/{job['video_id']}").status_code == 204
+    assert _bucket_keys(settings) == []
+    assert client.get(f"/v1/videos/{job['video_id']}").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.delete(f"/v1/videos/{job['video_id']}").status_code == 404
+
+
+def test_readyz_reports_each_dependency(client: TestClient) -> None:
+    response = client.get("/readyz")
+    body = response.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"] == "ok"
+    # No TorchServe runs in this test: not ready, and says why.
+    assert response.status_code == 503
+    assert body["checks"]["torchserve"] != "ok"
