@@ -119,6 +119,9 @@ def make_video(
     if rotation is not None and rotation % 90:
         raise ValueError("rotation must be a multiple of 90 degrees")
     disp_w, disp_h = size
+    if codec == "libx265" and min(disp_w, disp_h) < 64:
+        # x265 writes out of bounds on tiny pictures (heap corruption seen at 48x32).
+        raise ValueError("libx265 needs at least 64 x 64 pixels")
     coded_w, coded_h = (disp_h, disp_w) if quarter_turns % 2 else (disp_w, disp_h)
     # Moving texture: a window sliding over a larger image, i.e. camera pan, cheap to draw.
     pad = 64
