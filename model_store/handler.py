@@ -69,8 +69,9 @@ class TSMHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no type
             context.set_response_content_type(i, "application/json")
             try:
                 clip = model.parse(_body(row))
-                top_k = _top_k(context.get_request_header(i, TOP_K_HEADER))
-                with_embedding = (context.get_request_header(i, EMBEDDING_HEADER) or "").lower() == "true"
+                headers = _headers(context, i)
+                top_k = _top_k(headers.get(TOP_K_HEADER))
+                with_embedding = headers.get(EMBEDDING_HEADER, "").lower() == "true"
             except ClipRejected as exc:
                 context.set_response_status(exc.status, exc.message, idx=i)
                 outputs[i] = json.dumps(exc.to_dict())
@@ -125,6 +126,11 @@ def _body(row: dict[str, Any]) -> bytes | bytearray:
     if not isinstance(body, (bytes, bytearray)):
         raise ClipRejected("not_npy", "request body must be NPY bytes (application/octet-stream)", status=400)
     return body
+
+
+def _headers(context: Any, idx: int) -> dict[str, str]:
+    """Request headers with lower-case names (HTTP header names are case-insensitive)."""
+    return {k.lower(): v for k, v in context.get_all_request_header(idx).items() if isinstance(v, str)}
 
 
 def _top_k(text: str | None) -> int:

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     torchserve_max_retries: int = 5
     torchserve_backoff_base_s: float = 0.25
     torchserve_backoff_cap_s: float = 8.0
+    torchserve_grpc_inference_port: int = 7070  # TorchServe always opens gRPC (on 127.0.0.1)
+    torchserve_grpc_management_port: int = 7071
 
     # SQLAlchemy URL; a SQLite file under data_dir when unset (embedded mode).
     database_url: str | None = None

@@ -135,6 +135,8 @@ def render_ts_config(
         f"inference_address={s.torchserve_inference_url}",
         f"management_address={s.torchserve_management_url}",
         f"metrics_address={s.torchserve_metrics_url}",
+        f"grpc_inference_port={s.torchserve_grpc_inference_port}",
+        f"grpc_management_port={s.torchserve_grpc_management_port}",
         f"metrics_config={metrics_config.resolve()}",
         "models=" + json.dumps({name: {version: model_settings}}),
     ]

@@ -1,0 +1,1 @@
+from tests.torchserve_server import *  # noqa: F403
