@@ -27,6 +27,7 @@ __all__ = [
     "postgres_url",
     "redis_url",
     "s3_bucket",
+    "tiny_checkpoint",
     "wait_port",
 ]
 
@@ -134,3 +135,16 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+TINY_RESIZE, TINY_CROP = 72, 64
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random-init resnet18 TSM (Kinetics-400 classes) at a 64 px crop, in our format."""
+    from workers.demo import write_random_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "tsm-random.pt"
+    write_random_checkpoint(path, resize=TINY_RESIZE, crop=TINY_CROP)
+    return path

@@ -265,12 +265,13 @@ def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
             _report_progress(ctx, job.job_id, len(predictions) / max(len(clips), 1))
     metrics.CLIPS_INFERRED.inc(len(predictions))
     for prediction in predictions[:1]:
-        if (prediction.model_name, prediction.model_version) != (job.model_name, job.model_version):
+        # Labels are stored under the job's model version: they must come from that version.
+        if prediction.model_version != job.model_version:
             return _finish_failed(
                 ctx,
                 job,
                 "model_mismatch",
-                f"job expects {job.model_name}:{job.model_version}, the server runs "
+                f"job expects model version {job.model_version!r}, the backend runs "
                 f"{prediction.model_name}:{prediction.model_version}",
             )
     windows = [

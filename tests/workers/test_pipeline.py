@@ -1,0 +1,271 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from services.core.config import Settings
+from services.core.db import create_db_engine, upgrade_database
+from services.core.models import Job, Video, VideoLabel, WindowLabel
+from services.core.security import verify_signature
+from tests import platform_servers
+from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
+from workers.demo import write_sample_videos
+from workers.inference import TorchServeClient
+from workers.pipeline import (
+    SIGNATURE_HEADER,
+    PipelineContext,
+    TransientJobError,
+    Window,
+    aggregate,
+    build_context,
+    index_video,
+)
+
+WINDOW_S = 4.0
+
+# The platform's server fixtures (this folder's conftest belongs to the media tests).
+pg_database = platform_servers.pg_database
+postgres_url = platform_servers.postgres_url
+migrated_postgres_url = platform_servers.migrated_postgres_url
+tiny_checkpoint = platform_servers.tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_sample_videos(tmp_path_factory.mktemp("videos"))
+
+
+@pytest.fixture(scope="module")
+def corrupt(videos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A real MP4 header followed by nothing decodable.
+    path = tmp_path_factory.mktemp("bad") / "truncated.mp4"
+    path.write_bytes(videos[0].read_bytes()[:1500])
+    return path
+
+
+def _settings(database_url: str, data_dir: Path, checkpoint: Path, **overrides: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        checkpoint_path=checkpoint,
+        model_version="resnet18-seed0",
+        clip_resize=TINY_RESIZE,
+        clip_crop=TINY_CROP,
+        window_s=WINDOW_S,
+        top_k=3,
+        **overrides,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ctx(request: pytest.FixtureRequest, tmp_path: Path, tiny_checkpoint: Path) -> Iterator[PipelineContext]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
+    else:
+        url = request.getfixturevalue("migrated_postgres_url")
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    context = build_context(_settings(url, tmp_path, tiny_checkpoint))
+    yield context
+    context.close()
+
+
+def _submit(ctx: PipelineContext, path: Path, **options: Any) -> uuid.UUID:
+    with ctx.sessions.begin() as session:
+        sha = hashlib.sha256(uuid.uuid4().bytes).hexdigest()  # own row per test, whatever the bytes
+        video = Video(source_uri=f"file://{path}?{sha[:8]}", filename=path.name, sha256=sha)
+        session.add(video)
+        session.flush()
+        job = Job(
+            video_id=video.id,
+            model_name="tsm",
+            model_version=ctx.settings.model_version,
+            options=options,
+        )
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _rows(ctx: PipelineContext, job_id: uuid.UUID) -> tuple[Job, list[VideoLabel], list[WindowLabel]]:
+    with ctx.sessions() as session:
+        job = session.get_one(Job, job_id)
+        labels = list(session.scalars(select(VideoLabel).where(VideoLabel.video_id == job.video_id)))
+        windows = list(session.scalars(select(WindowLabel).where(WindowLabel.video_id == job.video_id)))
+        return job, labels, windows
+
+
+def test_aggregate_is_the_mean_of_window_probabilities() -> None:
+    windows = [
+        Window(0, 0, 4000, [("a", 0, 0.6), ("b", 1, 0.3)]),
+        Window(1, 4000, 8000, [("b", 1, 0.5), ("c", 2, 0.2)]),
+    ]
+    assert aggregate(windows) == [("b", 1, 0.4), ("a", 0, 0.3), ("c", 2, 0.1)]
+
+
+def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path]) -> None:
+    long_video = videos[2]  # 12 s: three 4 s windows
+    job_id = _submit(ctx, long_video)
+    result = index_video(job_id, ctx)
+    assert (result.status, result.reason) == ("succeeded", None)
+
+    job, labels, windows = _rows(ctx, job_id)
+    assert (job.status, job.attempts, job.progress) == ("succeeded", 1, 1.0)
+    assert job.started_at is not None and job.finished_at is not None
+    assert [label.rank for label in sorted(labels, key=lambda x: x.rank)] == [1, 2, 3]
+    scores = [label.score for label in sorted(labels, key=lambda x: x.rank)]
+    assert scores == sorted(scores, reverse=True)
+    spans = sorted({(w.window_index, w.start_ms, w.end_ms) for w in windows})
+    assert spans == [(0, 0, 4000), (1, 4000, 8000), (2, 8000, 12000)]
+    assert len(windows) == 3 * 3  # top_k per window
+    with ctx.sessions() as session:
+        video = session.get_one(Video, job.video_id)
+        assert (video.width, video.height, video.codec, video.duration_s) == (240, 180, "h264", 12.0)
+        assert video.size_bytes == long_video.stat().st_size
+
+    # Video-level scores are the mean of the windows' probabilities (labels outside a window's
+    # top-k count as 0 there): recompute from an independent in-process run with a wide top-k.
+    from workers.media import sample_clips
+
+    sampled = sample_clips(long_video, window_s=WINDOW_S, resize=TINY_RESIZE, crop=TINY_CROP)
+    predictions = ctx.classifier.classify([c.frames for c in sampled.clips], top_k=ctx.settings.window_top_k)
+    expected = aggregate(
+        [Window(i, 0, 0, [(x.label, x.index, x.score) for x in p.labels]) for i, p in enumerate(predictions)]
+    )[:3]
+    got = [(x.label, x.label_index, x.score) for x in sorted(labels, key=lambda x: x.rank)]
+    assert [g[:2] for g in got] == [e[:2] for e in expected]
+    assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], abs=1e-6)
+
+
+def test_redelivery_never_duplicates_labels(ctx: PipelineContext, videos: list[Path]) -> None:
+    job_id = _submit(ctx, videos[0])
+    assert index_video(job_id, ctx).status == "succeeded"
+    _, labels, windows = _rows(ctx, job_id)
+    before = sorted((x.id, x.label, x.score) for x in labels), sorted((x.id, x.label) for x in windows)
+
+    # A second delivery of a finished job does nothing.
+    assert index_video(job_id, ctx).status == "succeeded"
+    # A delivery of the same job that runs the whole pipeline again (as after a lost ack) upserts
+    # the same rows in place.
+    with ctx.sessions.begin() as session:
+        session.get_one(Job, job_id).status = "queued"
+    assert index_video(job_id, ctx).status == "succeeded"
+    job, labels, windows = _rows(ctx, job_id)
+    after = sorted((x.id, x.label, x.score) for x in labels), sorted((x.id, x.label) for x in windows)
+    assert after == before
+    assert job.attempts == 2
+
+
+def test_options_filter_labels(ctx: PipelineContext, videos: list[Path]) -> None:
+    first = _submit(ctx, videos[1])
+    index_video(first, ctx)
+    _, labels, _ = _rows(ctx, first)
+    best = min(labels, key=lambda x: x.rank).label
+    job_id = _submit(ctx, videos[1], exclude=[best], top_k=2, min_score=0.0)
+    assert index_video(job_id, ctx).status == "succeeded"
+    _, labels, windows = _rows(ctx, job_id)
+    assert len(labels) == 2 and best not in {x.label for x in labels}
+    assert best not in {x.label for x in windows}
+    only = _submit(ctx, videos[1], include=[best])
+    index_video(only, ctx)
+    assert {x.label for x in _rows(ctx, only)[1]} == {best}
+
+
+def test_corrupt_video_fails_with_its_reason_and_the_next_job_runs(
+    ctx: PipelineContext, corrupt: Path, videos: list[Path]
+) -> None:
+    bad = _submit(ctx, corrupt)
+    result = index_video(bad, ctx)
+    job, labels, _ = _rows(ctx, bad)
+    assert (result.status, result.reason) == ("failed", "corrupt")
+    assert (job.status, job.reason, job.attempts) == ("failed", "corrupt", 1)
+    assert job.detail and labels == []
+    assert index_video(_submit(ctx, videos[1]), ctx).status == "succeeded"
+
+
+def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) -> None:
+    job_id = _submit(ctx, tmp_path / "gone.mp4")
+    assert (index_video(job_id, ctx).reason, _rows(ctx, job_id)[0].status) == ("source_missing", "failed")
+
+
+def test_transient_errors_retry_until_the_attempt_cap(
+    tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    # A TorchServe address where nothing listens: connection refused, a transient error.
+    settings = _settings(
+        url,
+        tmp_path,
+        tiny_checkpoint,
+        inference_backend="torchserve",
+        torchserve_inference_url=f"http://127.0.0.1:{free_port()}",
+        torchserve_max_retries=0,
+        job_max_attempts=2,
+    )
+    ctx = build_context(settings, classifier=TorchServeClient(settings))
+    job_id = _submit(ctx, videos[0])
+    with pytest.raises(TransientJobError, match="inference_unavailable"):
+        index_video(job_id, ctx)
+    job = _rows(ctx, job_id)[0]
+    assert (job.status, job.reason, job.attempts) == ("queued", "inference_unavailable", 1)
+    result = index_video(job_id, ctx)
+    assert (result.status, result.reason) == ("failed", "inference_unavailable")
+    assert _rows(ctx, job_id)[0].attempts == 2
+
+    # A job whose worker died mid-run (left "running") past the cap is failed as poison.
+    poison = _submit(ctx, videos[1])
+    with ctx.sessions.begin() as session:
+        row = session.get_one(Job, poison)
+        row.status, row.attempts = "running", 2
+    assert index_video(poison, ctx).reason == "too_many_attempts"
+    ctx.close()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[bytes, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((body, self.headers[SIGNATURE_HEADER]))
+        # The first delivery fails: the pipeline retries.
+        self.send_response(503 if len(type(self).received) == 1 else 204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    ctx = build_context(_settings(url, tmp_path, tiny_checkpoint, webhook_secret=SecretStr("s3cret")))
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        job_id = _submit(ctx, videos[0], webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        assert index_video(job_id, ctx).status == "succeeded"
+    finally:
+        server.shutdown()
+        ctx.close()
+    assert len(_Hook.received) == 2
+    body, signature = _Hook.received[-1]
+    assert verify_signature(body, "s3cret", signature)
+    payload = json.loads(body)
+    assert (payload["job_id"], payload["status"], len(payload["labels"])) == (str(job_id), "succeeded", 3)
