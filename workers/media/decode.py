@@ -121,13 +121,13 @@ def decode_frames(
         return bisect.bisect_right(keyframes, index) - 1
 
     position = 0  # highest frame index the decoder has reached (or been seeked to)
-    can_seek = bool(keyframes) and len(table.keyframe_dts) == len(keyframes)
+    can_seek = table.exact and bool(keyframes)
     seeked_for: int | None = None  # the target of the last seek, until a frame comes out
     cursor = 0  # next entry of ``wanted``
     packets = _packets(container, stream, stats)
 
-    def seek(dts: int) -> Iterator[av.Packet[av.video.stream.VideoStream]]:
-        container.seek(dts, stream=stream, backward=True, any_frame=False)
+    def seek(pts: int) -> Iterator[av.Packet[av.video.stream.VideoStream]]:
+        container.seek(pts, stream=stream, backward=True, any_frame=False)
         stats.seeks += 1
         return _packets(container, stream, stats)
 
@@ -136,7 +136,7 @@ def decode_frames(
         if can_seek and gop(target) > gop(position):
             g = gop(target)
             try:
-                packets = seek(table.keyframe_dts[g])
+                packets = seek(table.keyframe_pts(g))
                 position, seeked_for = keyframes[g], target
             except av.error.FFmpegError:
                 can_seek = False  # keep decoding forward from where the demuxer is
@@ -165,7 +165,7 @@ def decode_frames(
         if overshot:
             # Seeking cannot be trusted in this file: decode forward from its first keyframe.
             can_seek, seeked_for, position = False, None, 0
-            packets = seek(table.keyframe_dts[0])
+            packets = seek(table.keyframe_pts(0))
             continue
         if packet is None:
             break
@@ -176,20 +176,20 @@ def decode_frames(
 def decode_sequential(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
-    table: FrameTable,
+    table: FrameTable | None,
     targets: Sequence[int],
     convert: Converter,
     *,
     deadline: Deadline,
 ) -> tuple[dict[int, np.ndarray], DecodeStats]:
-    """Decode every frame from the start and convert the targets (the naive baseline).
+    """Decode every frame from the decoder's position and convert the targets (the naive baseline).
 
-    Frames are numbered by timestamp when the table is exact, else in output order.
+    Frames are numbered by timestamp when ``table`` is exact, else in output order.
     """
     stats = DecodeStats()
     wanted = set(targets)
     out: dict[int, np.ndarray] = {}
-    index_of = {int(p): i for i, p in enumerate(table.pts)} if table.exact else None
+    index_of = {int(p): i for i, p in enumerate(table.pts)} if table and table.exact else None
     counter = 0
     for packet in itertools.chain(_packets(container, stream, stats), [None]):
         deadline.check()

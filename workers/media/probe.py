@@ -96,17 +96,20 @@ class VideoInfo:
 class FrameTable:
     """Per-frame timing from the packet scan, in presentation order.
 
-    ``pts[i]`` is frame ``i``'s presentation timestamp (stream time base). ``keyframe_dts[j]`` is
-    the decode timestamp to seek to for the GOP starting at frame ``keyframes[j]``: seeking by
-    DTS lands on that keyframe or an earlier one, never a later one, in MP4 and Matroska alike.
-    ``exact`` is false when timestamps are missing or repeat, so frames can only be counted.
+    ``pts[i]`` is frame ``i``'s presentation timestamp (stream time base) and ``keyframes`` the
+    indices of keyframes (FFmpeg's MP4 and Matroska demuxers seek by presentation time, so a
+    keyframe's pts is where to seek for its GOP). ``exact`` is false when timestamps are missing
+    or repeat, so frames can only be counted.
     """
 
     pts: np.ndarray
     keyframes: np.ndarray
-    keyframe_dts: tuple[int, ...]
     time_base: Fraction
     exact: bool
+
+    def keyframe_pts(self, gop: int) -> int:
+        """Where to seek for GOP number ``gop`` (0-based)."""
+        return int(self.pts[self.keyframes[gop]])
 
     def times_s(self) -> np.ndarray:
         """Presentation time of each frame in seconds from the first frame."""
@@ -234,7 +237,6 @@ def scan(
     matrix (rotation). A demux error part-way (a truncated file) ends the scan with what was read.
     """
     pts: list[int | None] = []
-    dts: list[int | None] = []
     key: list[bool] = []
     truncated = False
     rotation: int | None = None
@@ -247,7 +249,6 @@ def scan(
             if packet.is_corrupt:
                 truncated = True
             pts.append(packet.pts)
-            dts.append(packet.dts)
             key.append(packet.is_keyframe)
             if rotation is None and decode_errors < 32:
                 try:
@@ -266,7 +267,7 @@ def scan(
                 rotation = _rotation_of(frame)
                 break
     return _Scan(
-        table=_frame_table(pts, dts, key, stream.time_base or Fraction(1, 90000)),
+        table=_frame_table(pts, key, stream.time_base or Fraction(1, 90000)),
         truncated=truncated,
         rotation=rotation or 0,
         decodable=rotation is not None,
@@ -282,9 +283,7 @@ def _rotation_of(frame: av.VideoFrame) -> int:
     return round(degrees / 90.0) % 4 * 90
 
 
-def _frame_table(
-    pts: list[int | None], dts: list[int | None], key: list[bool], time_base: Fraction
-) -> FrameTable:
+def _frame_table(pts: list[int | None], key: list[bool], time_base: Fraction) -> FrameTable:
     n = len(pts)
     exact = n > 0 and all(p is not None for p in pts) and len(set(pts)) == n
     if exact:
@@ -294,12 +293,9 @@ def _frame_table(
         rank[order] = np.arange(n)
         key_packets = [i for i in range(n) if key[i]]
         keyframes = rank[key_packets] if key_packets else np.zeros(0, dtype=np.int64)
-        key_dts = [dts[i] if dts[i] is not None else pts[i] for i in key_packets]
-        by_frame = np.argsort(keyframes, kind="stable")
         return FrameTable(
             pts=pts_arr[order],
-            keyframes=np.asarray(keyframes, dtype=np.int64)[by_frame],
-            keyframe_dts=tuple(int(key_dts[i]) for i in by_frame),
+            keyframes=np.sort(np.asarray(keyframes, dtype=np.int64)),
             time_base=time_base,
             exact=True,
         )
@@ -307,7 +303,6 @@ def _frame_table(
     return FrameTable(
         pts=np.arange(n, dtype=np.int64),
         keyframes=np.asarray([i for i in range(n) if key[i]], dtype=np.int64),
-        keyframe_dts=(),
         time_base=Fraction(1, 30),
         exact=False,
     )

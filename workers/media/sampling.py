@@ -136,8 +136,8 @@ def sample_clips(
         targets = sorted({i for w in windows for i in w.frame_indices})
         # The scan left the demuxer at the end of the file: start decoding from the first keyframe.
         stream.codec_context.flush_buffers()
-        if table.exact and table.keyframe_dts:
-            container.seek(table.keyframe_dts[0], stream=stream, backward=True, any_frame=False)
+        if table.exact and len(table.keyframes):
+            container.seek(table.keyframe_pts(0), stream=stream, backward=True, any_frame=False)
             frames, stats = decode_frames(container, stream, table, targets, convert, deadline=deadline)
         else:
             container.seek(0, backward=True, any_frame=False)

@@ -55,7 +55,7 @@ def test_targeted_decode_equals_full_decode(tmp_path: Path, codec: str) -> None:
     for decode in (decode_frames, decode_sequential):
         with open_video(path, limits=MediaLimits(), deadline=Deadline(30.0)) as (container, stream):
             table = scan(container, stream, deadline=Deadline(30.0)).table
-            container.seek(table.keyframe_dts[0], stream=stream, backward=True)
+            container.seek(table.keyframe_pts(0), stream=stream, backward=True)
             stream.codec_context.flush_buffers()
             frames, stats = decode(container, stream, table, targets, convert, deadline=Deadline(30.0))
         assert sorted(frames) == targets
@@ -175,3 +175,19 @@ def test_faststart_and_audio(tmp_path: Path) -> None:
     assert info.has_audio
     assert (info.frame_count, info.fps, info.duration_s) == (30, 30.0, 1.0)
     assert_frames_match(sample_clips(path, resize=48, crop=48))
+
+
+@pytest.mark.parametrize("bframes", [0, 3])
+def test_seek_lands_on_the_targets_keyframe(tmp_path: Path, bframes: int) -> None:
+    """Reaching frame 25 of a GOP-10 file takes one seek to frame 20 and decoding 20..25 (fewer
+    when non-reference B-frames are skipped); landing a GOP early would cost frames 10..25."""
+    path = make_video(tmp_path / "gop10.mp4", frames=60, size=(64, 48), gop=10, bframes=bframes)
+    convert = make_converter(resize=48, crop=48)
+    with open_video(path, limits=MediaLimits(), deadline=Deadline(30.0)) as (container, stream):
+        table = scan(container, stream, deadline=Deadline(30.0)).table
+        container.seek(table.keyframe_pts(0), stream=stream, backward=True)
+        stream.codec_context.flush_buffers()
+        frames, stats = decode_frames(container, stream, table, [25], convert, deadline=Deadline(30.0))
+    assert stats.seeks == 1
+    assert stats.frames_decoded == 6 if bframes == 0 else 2 <= stats.frames_decoded <= 6
+    assert read_index(frames[25]) == 25
