@@ -12,3 +12,4 @@ __all__ = ["app", "bench_app", "main"]
 # Command modules (each adds its commands to ``app`` or ``bench_app`` on import).
 from workers.cli import serving  # noqa: E402,F401
 from workers.cli import bench_decode  # noqa: E402,F401
+from workers.cli import training  # noqa: E402,F401
