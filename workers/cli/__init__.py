@@ -13,3 +13,4 @@ __all__ = ["app", "bench_app", "main"]
 from workers.cli import serving  # noqa: E402,F401
 from workers.cli import bench_decode  # noqa: E402,F401
 from workers.cli import training  # noqa: E402,F401
+from workers.cli import platform  # noqa: E402,F401

@@ -1,0 +1,260 @@
+"""Platform commands: embedded indexing and search, the API, the worker, migrations, API keys, demo."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workers.cli.app import app
+
+if TYPE_CHECKING:
+    from services.core.config import Settings
+    from workers.embedded import IndexedVideo
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(apikey_app, name="apikey")
+
+console = Console()
+
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(help="model checkpoint (default: TSMINDEX_CHECKPOINT_PATH)", exists=True, dir_okay=False),
+]
+
+
+def _settings() -> Settings:
+    from services.core.config import get_settings
+
+    return get_settings()
+
+
+def _run_index(paths: list[Path], checkpoint: Path, options: dict[str, object]) -> list[IndexedVideo]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workers.embedded import embedded_context, expand_paths, index_files
+
+    files = expand_paths(paths)
+    if not files:
+        console.print("[yellow]no video files found[/yellow]")
+        raise typer.Exit(1)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        load = progress.add_task("loading model", total=None)
+        current = progress.add_task("", total=1.0, visible=False)
+
+        def on_progress(_job: uuid.UUID, fraction: float) -> None:
+            progress.update(current, completed=fraction)
+
+        ctx = embedded_context(_settings(), checkpoint, on_progress=on_progress)
+        progress.remove_task(load)
+        overall = progress.add_task("videos", total=len(files))
+
+        def on_start(path: Path) -> None:
+            progress.update(current, description=f"  {path.name}", completed=0.0, visible=True)
+
+        def on_done(_result: IndexedVideo) -> None:
+            progress.advance(overall)
+
+        try:
+            results = index_files(ctx, files, options=options, on_file_start=on_start, on_file_done=on_done)
+        finally:
+            ctx.close()
+        progress.update(current, visible=False)
+    return results
+
+
+def _results_table(results: list[IndexedVideo], top: int) -> Table:
+    table = Table(title="Indexed videos")
+    table.add_column("file")
+    table.add_column("status")
+    table.add_column("duration", justify="right")
+    table.add_column("windows", justify="right")
+    table.add_column(f"top labels (mean window probability, top {top})")
+    for r in results:
+        status = (
+            "[green]succeeded[/green]" if r.status == "succeeded" else f"[red]{r.status}: {r.reason}[/red]"
+        )
+        if r.skipped:
+            status += " (already indexed)"
+        labels = ", ".join(f"{label} {score:.3f}" for label, score in r.labels[:top])
+        duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
+        table.add_row(r.path.name, status, duration, str(r.windows), labels)
+    return table
+
+
+def _checkpoint_or_exit(checkpoint: Path | None) -> Path:
+    path = checkpoint or _settings().checkpoint_path
+    if path is None:
+        console.print(
+            "[red]no model: pass --checkpoint or set TSMINDEX_CHECKPOINT_PATH[/red] "
+            "(`tsmindex demo` creates a random-init one to try the pipeline)"
+        )
+        raise typer.Exit(2)
+    return path
+
+
+@app.command("index")
+def index_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="video files or folders (searched recursively)")],
+    checkpoint: CheckpointOpt = None,
+    window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
+    top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
+    min_score: Annotated[float | None, typer.Option(help="drop labels scoring less")] = None,
+) -> None:
+    """Index local videos in this process (SQLite, local storage, in-process inference)."""
+    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
+    results = _run_index(paths, _checkpoint_or_exit(checkpoint), options)
+    console.print(_results_table(results, top=5))
+    if any(r.status != "succeeded" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("search")
+def search_cmd(
+    label: Annotated[str, typer.Argument(help="a label, e.g. 'juggling balls'")],
+    min_score: Annotated[float, typer.Option(help="minimum video-level score")] = 0.0,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+) -> None:
+    """Search the index for videos with a label, best score first."""
+    from sqlalchemy import select
+
+    from services.core.db import create_db_engine, session_factory
+    from services.core.models import Video, VideoLabel
+
+    engine = create_db_engine(_settings().resolved_database_url)
+    with session_factory(engine)() as session:
+        rows = session.execute(
+            select(VideoLabel, Video)
+            .join(Video, Video.id == VideoLabel.video_id)
+            .where(VideoLabel.label == label, VideoLabel.score >= min_score)
+            .order_by(VideoLabel.score.desc(), VideoLabel.id.desc())
+            .limit(limit)
+        ).all()
+    engine.dispose()
+    table = Table(title=f"Videos labelled {label!r}")
+    for column in ("score", "video", "duration", "model", "id"):
+        table.add_column(column, justify="right" if column in ("score", "duration") else "left")
+    for vl, video in rows:
+        duration = f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"
+        name = video.filename or video.source_uri or "-"
+        table.add_row(f"{vl.score:.3f}", name, duration, f"{vl.model_name}:{vl.model_version}", str(video.id))
+    console.print(table)
+    if not rows:
+        raise typer.Exit(1)
+
+
+@app.command("api")
+def api_cmd(
+    host: Annotated[str | None, typer.Option(help="default TSMINDEX_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default TSMINDEX_API_PORT")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    s = _settings()
+    uvicorn.run(
+        "services.api.main:create_app",
+        factory=True,
+        host=host or s.api_host,
+        port=port or s.api_port,
+        workers=workers,
+        proxy_headers=True,
+    )
+
+
+@app.command("worker")
+def worker_cmd(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="worker processes")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery indexing worker (prefork pool; one job per process at a time)."""
+    from services.core.queue import INDEX_QUEUE
+    from workers.celery_app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            "-Q",
+            INDEX_QUEUE,
+        ]
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade_cmd(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply the database migrations (TSMINDEX_DATABASE_URL)."""
+    from sqlalchemy.engine import make_url
+
+    from services.core.db import create_db_engine, upgrade_database
+
+    url = _settings().resolved_database_url
+    engine = create_db_engine(url)
+    upgrade_database(engine, revision)
+    engine.dispose()
+    console.print(f"database {make_url(url).render_as_string(hide_password=True)} at {revision}")
+
+
+@apikey_app.command("create")
+def apikey_create_cmd(name: Annotated[str, typer.Argument(help="who or what the key is for")]) -> None:
+    """Create an API key and print it (shown once; only its hash is stored)."""
+    from services.core.apikeys import create_api_key
+    from services.core.db import create_db_engine, session_factory, upgrade_database
+
+    settings = _settings()
+    engine = create_db_engine(settings.resolved_database_url)
+    if engine.dialect.name == "sqlite":
+        upgrade_database(engine)
+    with session_factory(engine).begin() as session:
+        row, key = create_api_key(session, settings, name=name)
+        prefix = row.prefix
+    engine.dispose()
+    typer.echo(key)
+    console.print(
+        f"[dim]key {prefix}… created for {name!r}; store it now, it is not shown again[/dim]", style=""
+    )
+
+
+@app.command("demo")
+def demo_cmd(
+    videos: Annotated[int, typer.Option(help="sample videos to generate")] = 3,
+    checkpoint: CheckpointOpt = None,
+) -> None:
+    """Generate sample videos and index them in embedded mode (random-init model unless configured)."""
+    from workers.demo import write_random_checkpoint, write_sample_videos
+
+    settings = _settings()
+    samples = write_sample_videos(settings.data_dir / "samples", count=videos)
+    console.print(f"generated {len(samples)} sample videos in {settings.data_dir / 'samples'}")
+    model = checkpoint or settings.checkpoint_path
+    if model is None:
+        model = settings.data_dir / "models" / "tsm-random.pt"
+        if not model.exists():
+            write_random_checkpoint(model)
+        console.print(
+            f"[yellow]model: random-init TSM-ResNet18 ({model}); labels are arbitrary. "
+            "Set TSMINDEX_CHECKPOINT_PATH to trained weights for real ones.[/yellow]"
+        )
+    results = _run_index(samples, model, {})
+    console.print(_results_table(results, top=5))
+    best = next((r.labels[0][0] for r in results if r.labels), None)
+    if best is not None:
+        console.print(f"next: tsmindex search {best!r}")
+    if any(r.status != "succeeded" for r in results):
+        raise typer.Exit(1)

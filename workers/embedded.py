@@ -1,0 +1,189 @@
+"""Embedded mode: index local files in this process with the same pipeline the workers run.
+
+Each file becomes a video row (keyed by its SHA-256, read where it lies through a ``file://`` URI) and
+a job for the model in use; jobs already done for the same bytes and model version are not redone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from services.core.config import Settings
+from services.core.db import create_db_engine, session_factory, upgrade_database
+from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
+from services.core.storage import make_storage, sha256_file
+from workers.pipeline import PipelineContext, index_video
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
+)
+
+
+@dataclass(frozen=True)
+class IndexedVideo:
+    path: Path
+    video_id: uuid.UUID
+    job_id: uuid.UUID
+    status: str
+    reason: str | None
+    skipped: bool  # already indexed by this model version
+    duration_s: float | None
+    windows: int
+    labels: list[tuple[str, float]]
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, and the video files under each folder (recursively), sorted, without repeats."""
+    found: dict[Path, None] = {}
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES:
+                    found[child.resolve()] = None
+        elif path.is_file():
+            found[path.resolve()] = None
+        else:
+            raise FileNotFoundError(path)
+    return list(found)
+
+
+def submit_file(
+    ctx: PipelineContext, path: Path, *, options: dict[str, object] | None = None
+) -> tuple[uuid.UUID, bool]:
+    """The job for ``path`` under the context's model version; True when there is work to do."""
+    s = ctx.settings
+    sha = sha256_file(path)
+    uri = path.resolve().as_uri()
+    with ctx.sessions.begin() as session:
+        video = session.scalar(select(Video).where(Video.sha256 == sha))
+        if video is None:
+            # The file changed since it was indexed: its URI now names other bytes.
+            stale = session.scalar(select(Video).where(Video.source_uri == uri))
+            if stale is not None:
+                stale.source_uri = None
+                session.flush()
+            video = Video(sha256=sha, source_uri=uri, filename=path.name, size_bytes=path.stat().st_size)
+            session.add(video)
+            session.flush()
+        elif video.source_uri != uri and not session.scalar(select(Video.id).where(Video.source_uri == uri)):
+            video.source_uri = uri  # same bytes, moved or copied: read them where they are now
+        job = session.scalar(
+            select(Job).where(
+                Job.video_id == video.id, Job.model_name == s.model_name, Job.model_version == s.model_version
+            )
+        )
+        if job is None:
+            job = Job(
+                video_id=video.id,
+                model_name=s.model_name,
+                model_version=s.model_version,
+                status=JobStatus.queued,
+                options=dict(options or {}),
+            )
+            session.add(job)
+            session.flush()
+            return job.id, True
+        if job.status == JobStatus.succeeded:
+            return job.id, False
+        job.status = JobStatus.queued
+        job.attempts = 0
+        job.reason = job.detail = None
+        job.options = dict(options or {})
+        return job.id, True
+
+
+def index_files(
+    ctx: PipelineContext,
+    paths: Sequence[Path],
+    *,
+    options: dict[str, object] | None = None,
+    on_file_done: Callable[[IndexedVideo], None] | None = None,
+    on_file_start: Callable[[Path], None] | None = None,
+) -> list[IndexedVideo]:
+    results = []
+    for path in paths:
+        if on_file_start is not None:
+            on_file_start(path)
+        job_id, todo = submit_file(ctx, path, options=options)
+        if todo:
+            index_video(job_id, ctx)
+        result = describe(ctx, path, job_id, skipped=not todo)
+        results.append(result)
+        if on_file_done is not None:
+            on_file_done(result)
+    return results
+
+
+def describe(ctx: PipelineContext, path: Path, job_id: uuid.UUID, *, skipped: bool = False) -> IndexedVideo:
+    with ctx.sessions() as session:
+        job = session.get_one(Job, job_id)
+        video = session.get_one(Video, job.video_id)
+        key = (
+            VideoLabel.video_id == video.id,
+            VideoLabel.model_name == job.model_name,
+            VideoLabel.model_version == job.model_version,
+        )
+        labels = session.execute(
+            select(VideoLabel.label, VideoLabel.score).where(*key).order_by(VideoLabel.rank)
+        ).all()
+        windows = session.scalars(
+            select(WindowLabel.window_index)
+            .where(
+                WindowLabel.video_id == video.id,
+                WindowLabel.model_name == job.model_name,
+                WindowLabel.model_version == job.model_version,
+            )
+            .distinct()
+        ).all()
+        return IndexedVideo(
+            path=path,
+            video_id=video.id,
+            job_id=job.id,
+            status=job.status,
+            reason=job.reason,
+            skipped=skipped,
+            duration_s=video.duration_s,
+            windows=len(windows),
+            labels=[(label, score) for label, score in labels],
+        )
+
+
+def embedded_context(
+    settings: Settings,
+    checkpoint: Path,
+    *,
+    on_progress: Callable[[uuid.UUID, float], None] | None = None,
+) -> PipelineContext:
+    """SQLite (migrated here) or the configured database, local storage, in-process inference.
+
+    The model's card fixes the model name/version the labels are stored under and the clip size.
+    """
+    from workers.inference import InProcessEngine
+
+    engine = InProcessEngine.from_checkpoint(checkpoint)
+    card = engine.model.card
+    settings = settings.model_copy(
+        update={
+            "checkpoint_path": checkpoint,
+            "model_name": card.name,
+            "model_version": card.version,
+            "num_segments": card.config.num_segments,
+            "clip_resize": card.preprocess.resize,
+            "clip_crop": card.preprocess.crop,
+        }
+    )
+    db = create_db_engine(settings.resolved_database_url)
+    if db.dialect.name == "sqlite":
+        upgrade_database(db)
+    return PipelineContext(
+        settings=settings,
+        sessions=session_factory(db),
+        storage=make_storage(settings),
+        classifier=engine,
+        on_progress=on_progress,
+    )
