@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -18,6 +19,9 @@ from services.core.db import create_db_engine, session_factory, upgrade_database
 from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
 from services.core.storage import make_storage, sha256_file
 from workers.pipeline import PipelineContext, index_video
+
+if TYPE_CHECKING:
+    from model_store.inference import Precision
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
@@ -158,6 +162,7 @@ def embedded_context(
     checkpoint: Path,
     *,
     on_progress: Callable[[uuid.UUID, float], None] | None = None,
+    precision: Precision = "auto",
 ) -> PipelineContext:
     """SQLite (migrated here) or the configured database, local storage, in-process inference.
 
@@ -165,7 +170,7 @@ def embedded_context(
     """
     from workers.inference import InProcessEngine
 
-    engine = InProcessEngine.from_checkpoint(checkpoint)
+    engine = InProcessEngine.from_checkpoint(checkpoint, precision=precision)
     card = engine.model.card
     settings = settings.model_copy(
         update={

@@ -17,9 +17,10 @@ from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
 from services.core.models import Job, Video, VideoLabel, WindowLabel
 from services.core.security import verify_signature
-from tests import platform_servers
+from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
 from workers.demo import write_sample_videos
+from workers.embedded import embedded_context, index_files
 from workers.inference import TorchServeClient
 from workers.pipeline import (
     SIGNATURE_HEADER,
@@ -269,3 +270,47 @@ def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, vi
     assert verify_signature(body, "s3cret", signature)
     payload = json.loads(body)
     assert (payload["job_id"], payload["status"], len(payload["labels"])) == (str(job_id), "succeeded", 3)
+
+
+torchserve = torchserve_server.torchserve
+
+
+@pytest.mark.integration
+def test_embedded_mode_gives_the_served_labels(
+    torchserve: torchserve_server.ServedModel, tmp_path: Path, videos: list[Path]
+) -> None:
+    """`tsmindex index` (in-process engine) and the platform path (TorchServe) agree on every label."""
+    embedded = embedded_context(
+        Settings(data_dir=tmp_path / "embedded", window_s=WINDOW_S, top_k=5),
+        torchserve.checkpoint,
+        precision="fp32",
+    )
+    local = index_files(embedded, videos)
+    embedded.close()
+
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    settings = torchserve.settings.model_copy(
+        update={
+            "data_dir": tmp_path / "served",
+            "database_url": url,
+            "model_name": torchserve.card_name,
+            "model_version": torchserve.card_version,
+            "num_segments": torchserve.clip_shape[0],
+            "clip_resize": 73,
+            "clip_crop": torchserve.clip_shape[1],
+            "window_s": WINDOW_S,
+            "top_k": 5,
+        }
+    )
+    served_ctx = build_context(settings, classifier=TorchServeClient(torchserve.settings))
+    served = index_files(served_ctx, videos)
+    served_ctx.close()
+
+    assert [r.status for r in local] == [r.status for r in served] == ["succeeded"] * 3
+    for here, there in zip(local, served, strict=True):
+        assert here.windows == there.windows
+        assert [label for label, _ in here.labels] == [label for label, _ in there.labels]
+        assert [s for _, s in here.labels] == pytest.approx([s for _, s in there.labels], abs=1e-5)
