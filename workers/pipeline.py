@@ -32,6 +32,7 @@ from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
 from services.core.security import sign_body
 from services.core.storage import (
+    ObjectAccessDeniedError,
     ObjectNotFoundError,
     ObjectStorage,
     StorageError,
@@ -211,6 +212,8 @@ def index_video(job_id: uuid.UUID | str, ctx: PipelineContext) -> JobResult:
             result = _transient(ctx, snapshot, "inference_unavailable", exc)
     except ObjectNotFoundError as exc:
         result = _finish_failed(ctx, snapshot, "source_missing", str(exc))
+    except ObjectAccessDeniedError as exc:
+        result = _finish_failed(ctx, snapshot, "access_denied", str(exc))
     except StorageError as exc:
         result = _transient(ctx, snapshot, "storage_unavailable", exc)
     return result

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
+    s3_addressing_style: str = "auto"  # "auto" | "path" (MinIO, Ceph) | "virtual"
+    # Bulk S3 backfill: listing page size, and the broker queue length at which listing waits.
+    backfill_page_size: int = 1000
+    backfill_max_queued: int = 1000
+    backfill_poll_s: float = 1.0
     io_timeout_s: float = 30.0
     job_max_attempts: int = 3
     job_time_limit_s: float = 1800.0  # per job; the broker's visibility timeout sits above it
@@ -78,7 +83,9 @@ class Settings(BaseSettings):
     webhook_attempts: int = 3
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    worker_metrics_port: int = 9101
+    worker_metrics_port: int = 9101  # 0: no worker exporter
+    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus runs on another host
+    prometheus_url: str = "http://127.0.0.1:9090"  # read by `tsmindex status`
 
     @property
     def resolved_database_url(self) -> str:

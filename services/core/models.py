@@ -88,9 +88,50 @@ class Backfill(Base):
     source_uri: Mapped[str] = mapped_column(String(2048))  # s3://bucket/prefix
     status: Mapped[str] = mapped_column(String(16), default="running")
     objects_listed: Mapped[int] = mapped_column(BigInteger, default=0)
-    jobs_created: Mapped[int] = mapped_column(BigInteger, default=0)
+    jobs_created: Mapped[int] = mapped_column(BigInteger, default=0)  # jobs this backfill enqueued
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Backfill runs (services/core/backfill.py): what is listed, the resumable cursor, the counts.
+    bucket: Mapped[str] = mapped_column(String(255), default="")
+    prefix: Mapped[str] = mapped_column(String(1024), default="")
+    model_name: Mapped[str] = mapped_column(String(200), default="")
+    model_version: Mapped[str] = mapped_column(String(200), default="")
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # index options of every job
+    cursor_key: Mapped[str | None] = mapped_column(String(1024))  # last key whose outcome is stored
+    objects_skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    jobs_succeeded: Mapped[int] = mapped_column(BigInteger, default=0)  # frozen when it ends
+    jobs_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SourceObject(Base):
+    """One S3 object version seen by a backfill, and the job that indexes it for one model version.
+
+    The unique key (bucket, key, ETag, model) is what makes re-runs and overlapping prefixes
+    enqueue nothing twice; a changed object has a new ETag and is indexed again."""
+
+    __tablename__ = "source_objects"
+    __table_args__ = (UniqueConstraint("bucket", "key", "etag", "model_name", "model_version"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    bucket: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(1024))
+    etag: Mapped[str] = mapped_column(String(200))
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    last_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    backfill_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("backfills.id", ondelete="SET NULL"), index=True
+    )
+    outcome: Mapped[str] = mapped_column(String(16))  # "queued" by this backfill, or "adopted"
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Job(Base):

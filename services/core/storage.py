@@ -23,6 +23,10 @@ class ObjectNotFoundError(StorageError):
     """The object does not exist; retrying will not help."""
 
 
+class ObjectAccessDeniedError(StorageError):
+    """The credentials may not read the object; retrying will not help."""
+
+
 class UploadTooLargeError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"upload exceeds {limit} bytes")
@@ -118,6 +122,7 @@ def s3_client(settings: Settings) -> Any:
             connect_timeout=settings.io_timeout_s,
             read_timeout=settings.io_timeout_s,
             retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": settings.s3_addressing_style},
         ),
     )
 
@@ -161,6 +166,8 @@ def _s3_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}:
             raise ObjectNotFoundError(str(exc)) from exc
+        if code in {"403", "AccessDenied", "Forbidden"}:
+            raise ObjectAccessDeniedError(str(exc)) from exc
         raise StorageError(str(exc)) from exc
     except BotoCoreError as exc:
         raise StorageError(str(exc)) from exc
