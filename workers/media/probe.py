@@ -267,7 +267,9 @@ def scan(
                 rotation = _rotation_of(frame)
                 break
     return _Scan(
-        table=_frame_table(pts, key, stream.time_base or Fraction(1, 90000)),
+        table=_frame_table(
+            pts, key, stream.time_base or Fraction(1, 90000), stream.guessed_rate or stream.average_rate
+        ),
         truncated=truncated,
         rotation=rotation or 0,
         decodable=rotation is not None,
@@ -283,7 +285,9 @@ def _rotation_of(frame: av.VideoFrame) -> int:
     return round(degrees / 90.0) % 4 * 90
 
 
-def _frame_table(pts: list[int | None], key: list[bool], time_base: Fraction) -> FrameTable:
+def _frame_table(
+    pts: list[int | None], key: list[bool], time_base: Fraction, nominal_rate: Fraction | None
+) -> FrameTable:
     n = len(pts)
     exact = n > 0 and all(p is not None for p in pts) and len(set(pts)) == n
     if exact:
@@ -299,11 +303,13 @@ def _frame_table(pts: list[int | None], key: list[bool], time_base: Fraction) ->
             time_base=time_base,
             exact=True,
         )
-    # No usable timestamps: number frames in decode order and give them a nominal 30 fps clock.
+    # No usable timestamps (e.g. a raw elementary stream): number frames in decode order on the
+    # stream's nominal clock.
+    rate = nominal_rate if nominal_rate and nominal_rate > 0 else Fraction(30)
     return FrameTable(
         pts=np.arange(n, dtype=np.int64),
         keyframes=np.asarray([i for i in range(n) if key[i]], dtype=np.int64),
-        time_base=Fraction(1, 30),
+        time_base=1 / rate,
         exact=False,
     )
 

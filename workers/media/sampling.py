@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import av.error
 import numpy as np
 
 from workers.media.decode import decode_frames, decode_sequential, make_converter
@@ -119,10 +121,10 @@ def sample_clips(
     limits = limits or MediaLimits()
     deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
     convert = make_converter(resize=resize, crop=crop)
-    with (
-        local_path(source, limits=limits) as path,
-        open_video(path, limits=limits, deadline=deadline, threads=threads) as (container, stream),
-    ):
+    with local_path(source, limits=limits) as path, contextlib.ExitStack() as stack:
+        container, stream = stack.enter_context(
+            open_video(path, limits=limits, deadline=deadline, threads=threads)
+        )
         result = scan(container, stream, deadline=deadline)
         info = describe(container, stream, result, size_bytes=path.stat().st_size, limits=limits)
         table = result.table
@@ -134,13 +136,24 @@ def sample_clips(
             max_windows=max_windows,
         )
         targets = sorted({i for w in windows for i in w.frame_indices})
-        # The scan left the demuxer at the end of the file: start decoding from the first keyframe.
-        stream.codec_context.flush_buffers()
+        # The scan left the demuxer at the end of the file: go back to the first keyframe, or
+        # reopen the file where the format cannot seek (raw elementary streams).
+        try:
+            container.seek(
+                table.keyframe_pts(0) if table.exact and len(table.keyframes) else 0,
+                stream=stream if table.exact and len(table.keyframes) else None,
+                backward=True,
+                any_frame=False,
+            )
+            stream.codec_context.flush_buffers()
+        except av.error.FFmpegError:
+            stack.close()
+            container, stream = stack.enter_context(
+                open_video(path, limits=limits, deadline=deadline, threads=threads)
+            )
         if table.exact and len(table.keyframes):
-            container.seek(table.keyframe_pts(0), stream=stream, backward=True, any_frame=False)
             frames, stats = decode_frames(container, stream, table, targets, convert, deadline=deadline)
         else:
-            container.seek(0, backward=True, any_frame=False)
             frames, stats = decode_sequential(container, stream, table, targets, convert, deadline=deadline)
 
     clips: list[Clip] = []

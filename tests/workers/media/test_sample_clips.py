@@ -191,3 +191,16 @@ def test_seek_lands_on_the_targets_keyframe(tmp_path: Path, bframes: int) -> Non
     assert stats.seeks == 1
     assert stats.frames_decoded == 6 if bframes == 0 else 2 <= stats.frames_decoded <= 6
     assert read_index(frames[25]) == 25
+
+
+def test_raw_stream_without_timestamps_is_counted(tmp_path: Path) -> None:
+    """A raw H.264 stream has no timestamps and cannot seek: frames are counted in decode order
+    on the demuxer's nominal clock (25 fps for raw H.264)."""
+    path = make_video(tmp_path / "raw.h264", frames=50, size=(64, 48), gop=10)
+    info = probe(path)
+    assert (info.container, info.frame_count, info.duration_s) == ("h264", 50, 2.0)
+    result = sample_clips(path, num_segments=8, window_s=1.0, resize=48, crop=48)
+    assert [c.frame_indices for c in result.clips] == [
+        tuple(base + i for i in segment_indices(25, 8)) for base in (0, 25)
+    ]
+    assert_frames_match(result)
