@@ -12,6 +12,7 @@ from celery import Celery, signals
 
 from services.core.config import get_settings
 from services.core.queue import celery_config
+from workers import monitoring  # noqa: F401  # connects the metrics exporter's signals
 from workers.pipeline import PipelineContext, build_context
 
 celery_app = Celery("tsmindex", include=["workers.tasks"])

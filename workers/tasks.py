@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.core import metrics
 from services.core.config import get_settings
 from workers import pipeline
 from workers.celery_app import celery_app, worker_context
@@ -17,4 +18,5 @@ from workers.celery_app import celery_app, worker_context
 )
 def index_video(job_id: str) -> str:
     """Index one video; the job row records the outcome, the return value is its status."""
-    return pipeline.index_video(job_id, worker_context()).status
+    with metrics.JOBS_IN_FLIGHT.track_inprogress():
+        return pipeline.index_video(job_id, worker_context()).status

@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
 from services.api.routes import health, jobs, labels, videos
+from services.core import metrics
 from services.core.config import Settings, get_settings
 from services.core.db import create_db_engine, session_factory, upgrade_database
-from services.core.queue import create_producer
+from services.core.queue import INDEX_QUEUE, create_producer
 from services.core.storage import make_storage
 
 
@@ -28,6 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.storage = make_storage(settings)
         app.state.producer = create_producer(settings)
+        app.state.metrics_registry = CollectorRegistry(auto_describe=False)
+        app.state.metrics_registry.register(
+            metrics.PlatformCollector(app.state.sessions, settings.redis_url, queues=[INDEX_QUEUE])
+        )
         try:
             yield
         finally:

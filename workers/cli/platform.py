@@ -182,6 +182,12 @@ def worker_cmd(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery indexing worker (prefork pool; one job per process at a time)."""
+    import os
+
+    # Prefork children share their metrics through files; this must precede prometheus_client's import.
+    default_dir = (_settings().data_dir / "worker-metrics").resolve()
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(default_dir)))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     from services.core.queue import INDEX_QUEUE
     from workers.celery_app import celery_app
 

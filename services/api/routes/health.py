@@ -6,13 +6,14 @@ from typing import Any
 
 import httpx
 import redis
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from services.api.deps import SessionDep, SettingsDep
 from services.core.config import Settings
+from services.core.metrics import exposition
 
 router = APIRouter(tags=["health"])
 
@@ -58,5 +59,7 @@ async def readyz(session: SessionDep, settings: SettingsDep, response: Response)
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    """This process's metrics, then the shared state read at scrape time (queue, jobs, backfills)."""
+    body = exposition(request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
