@@ -37,10 +37,14 @@ class DecodeStats:
     decode_errors: int = 0
 
 
-def make_converter(*, resize: int, crop: int, interpolation: str = "BILINEAR") -> Converter:
-    """Shorter side to ``resize`` and centre crop ``crop``, in display orientation, one swscale pass."""
+def make_converter(
+    *, resize: int, crop: int, rotation: int = 0, interpolation: str = "BILINEAR"
+) -> Converter:
+    """Shorter side to ``resize`` and centre crop ``crop``, one swscale pass, then turned upright by
+    ``rotation`` (counter-clockwise degrees, as ``VideoInfo.rotation``)."""
     if crop > resize:
         raise ValueError("crop must not be larger than resize")
+    quarter_turns = rotation // 90 % 4
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
         width, height = frame.width, frame.height
@@ -48,20 +52,12 @@ def make_converter(*, resize: int, crop: int, interpolation: str = "BILINEAR") -
         out_w, out_h = max(crop, round(width * scale)), max(crop, round(height * scale))
         rgb = frame.reformat(width=out_w, height=out_h, format="rgb24", interpolation=interpolation)
         image = rgb.to_ndarray()  # [H, W, 3]
-        quarter_turns = _quarter_turns(frame)
         if quarter_turns:
             image = np.rot90(image, quarter_turns)  # counter-clockwise, as the display matrix says
         top, left = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
         return np.ascontiguousarray(image[top : top + crop, left : left + crop])
 
     return convert
-
-
-def _quarter_turns(frame: av.VideoFrame) -> int:
-    try:
-        return round(float(frame.rotation) / 90.0) % 4
-    except (ValueError, TypeError):
-        return 0
 
 
 def _decode(

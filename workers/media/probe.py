@@ -253,7 +253,7 @@ def scan(
             if rotation is None and decode_errors < 32:
                 try:
                     for frame in stream.codec_context.decode(packet):
-                        rotation = _rotation_of(frame)
+                        rotation = _rotation_of(frame, stream)
                         break
                 except av.error.FFmpegError:
                     decode_errors += 1
@@ -264,7 +264,7 @@ def scan(
     if rotation is None:
         with contextlib.suppress(av.error.FFmpegError):
             for frame in stream.codec_context.decode(None):
-                rotation = _rotation_of(frame)
+                rotation = _rotation_of(frame, stream)
                 break
     return _Scan(
         table=_frame_table(
@@ -276,13 +276,20 @@ def scan(
     )
 
 
-def _rotation_of(frame: av.VideoFrame) -> int:
-    """Counter-clockwise quarter-turn rotation from the frame's display matrix, in degrees."""
-    try:
+def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
+    """Counter-clockwise rotation in quarter turns' degrees (0, 90, 180 or 270).
+
+    From the display matrix (MP4 track matrix, what phones write); failing that, from a legacy
+    ``rotate`` tag, which counts clockwise (as some Matroska writers still store it).
+    """
+    with contextlib.suppress(ValueError, TypeError):
         degrees = float(frame.rotation)
-    except (ValueError, TypeError):
-        return 0
-    return round(degrees / 90.0) % 4 * 90
+        if degrees:
+            return round(degrees / 90.0) % 4 * 90
+    tags = {key.lower(): value for key, value in stream.metadata.items()}
+    with contextlib.suppress(ValueError, TypeError):
+        return round(-float(tags.get("rotate", "0")) / 90.0) % 4 * 90
+    return 0
 
 
 def _frame_table(

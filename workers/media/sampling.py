@@ -120,7 +120,6 @@ def sample_clips(
     """
     limits = limits or MediaLimits()
     deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
-    convert = make_converter(resize=resize, crop=crop)
     with local_path(source, limits=limits) as path, contextlib.ExitStack() as stack:
         container, stream = stack.enter_context(
             open_video(path, limits=limits, deadline=deadline, threads=threads)
@@ -136,6 +135,7 @@ def sample_clips(
             max_windows=max_windows,
         )
         targets = sorted({i for w in windows for i in w.frame_indices})
+        convert = make_converter(resize=resize, crop=crop, rotation=info.rotation)
         # The scan left the demuxer at the end of the file: go back to the first keyframe, or
         # reopen the file where the format cannot seek (raw elementary streams).
         try:

@@ -96,6 +96,7 @@ def make_video(
     codec: str = "libx264",
     gop: int | None = None,
     rotation: int | None = None,
+    rotation_tag: bool = False,
     vfr_timestamps: Sequence[float] | None = None,
     draw_index: bool = True,
     bframes: int | None = None,
@@ -107,7 +108,8 @@ def make_video(
 
     ``size`` is the displayed (width, height); with ``rotation`` (degrees counter-clockwise, as
     FFmpeg's display matrix and ``VideoFrame.rotation`` read it) the coded picture is stored
-    rotated the other way, so a player that honours the matrix shows the grid upright.
+    rotated the other way, so a player that honours the matrix shows the grid upright. With
+    ``rotation_tag`` the rotation goes into a legacy ``rotate`` tag (clockwise degrees) instead.
     ``vfr_timestamps`` gives each frame's presentation time in seconds (variable frame rate).
     ``container_options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` for the MP4 index
     ahead of the media data (without it PyAV writes the index at the end).
@@ -152,7 +154,9 @@ def make_video(
         opts.update(options or {})
         stream.options = opts
         stream.codec_context.thread_count = 2
-        if rotation is not None:
+        if rotation is not None and rotation_tag:
+            stream.metadata["rotate"] = str(-rotation % 360)
+        elif rotation is not None:
             stream.set_display_rotation(rotation)
         audio_stream = None
         if audio:

@@ -118,6 +118,14 @@ def test_rotation_is_applied(tmp_path: Path, rotation: int) -> None:
     assert_frames_match(result)  # the orientation markers are read where an upright frame has them
 
 
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_legacy_rotate_tag_is_applied(tmp_path: Path, rotation: int) -> None:
+    path = make_video(tmp_path / "tagged.mkv", frames=16, size=(96, 64), rotation=rotation, rotation_tag=True)
+    info = probe(path)
+    assert (info.rotation, info.width, info.height) == (rotation, 96, 64)
+    assert_frames_match(sample_clips(path, num_segments=8, resize=64, crop=64))
+
+
 def test_rotation_matches_phone_convention(tmp_path: Path) -> None:
     """A portrait phone video's track matrix (rotate tag 90 = turn clockwise) reads as -90 = 270."""
     path = make_video(tmp_path / "portrait.mp4", frames=4, size=(48, 64), rotation=-90)
