@@ -20,3 +20,20 @@ def index_video(job_id: str) -> str:
     """Index one video; the job row records the outcome, the return value is its status."""
     with metrics.JOBS_IN_FLIGHT.track_inprogress():
         return pipeline.index_video(job_id, worker_context()).status
+
+
+@celery_app.task(name="workers.tasks.backfill_prefix")
+def backfill_prefix(backfill_id: str) -> str:
+    """List one backfill's prefix into index jobs. It never waits on a full queue while holding a
+    worker slot: when the queue is at its cap it schedules itself again and returns."""
+    import uuid
+
+    from services.core.backfill import RunOutcome, build_runner
+    from services.core.queue import enqueue_backfill
+
+    settings = get_settings()
+    runner = build_runner(settings, worker_context().sessions, producer=celery_app)
+    outcome = runner.run(uuid.UUID(backfill_id), block=False)
+    if outcome in (RunOutcome.throttled, RunOutcome.busy):
+        enqueue_backfill(celery_app, backfill_id, countdown=settings.backfill_poll_s * 5)
+    return str(outcome)

@@ -111,3 +111,46 @@ class LabelCount(BaseModel):
 
 class LabelsOut(BaseModel):
     items: list[LabelCount]
+
+
+class BackfillRequest(IndexOptions):
+    source_uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix")
+    extensions: list[str] | None = Field(
+        default=None, max_length=100, description="keys to index by extension (default: video extensions)"
+    )
+    all_extensions: bool = Field(default=False, description="index every key whatever its extension")
+    min_size: int = Field(default=1, ge=0, description="skip smaller objects (bytes)")
+    max_size: int | None = Field(default=None, ge=0, description="skip larger objects (bytes)")
+    modified_since: datetime | None = Field(default=None, description="skip objects modified before")
+
+
+class BackfillCountsOut(BaseModel):
+    listed: int
+    skipped: int
+    queued: int
+    succeeded: int
+    failed: int
+
+
+class ObjectFailureOut(BaseModel):
+    key: str
+    reason: str | None
+    detail: str | None
+
+
+class BackfillOut(BaseModel):
+    id: uuid.UUID
+    source_uri: str
+    status: str
+    reason: str | None
+    detail: str | None
+    model: ModelRef
+    filters: dict[str, Any]
+    options: dict[str, Any]
+    counts: BackfillCountsOut
+    cursor_key: str | None = Field(description="last listed key whose outcome is stored")
+    failures_by_reason: dict[str, int]
+    failures: list[ObjectFailureOut] = Field(description="the first failed objects, by key")
+    created_at: datetime
+    listed_at: datetime | None
+    finished_at: datetime | None

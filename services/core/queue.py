@@ -13,6 +13,7 @@ from celery import Celery
 from services.core.config import Settings
 
 INDEX_VIDEO_TASK = "workers.tasks.index_video"
+BACKFILL_PREFIX_TASK = "workers.tasks.backfill_prefix"
 INDEX_QUEUE = "index"
 
 
@@ -45,3 +46,12 @@ def create_producer(settings: Settings) -> Celery:
 
 def enqueue_index_video(producer: Celery, job_id: str) -> None:
     producer.send_task(INDEX_VIDEO_TASK, args=[job_id], queue=INDEX_QUEUE)
+
+
+def enqueue_backfill(producer: Celery, backfill_id: str, *, countdown: float | None = None) -> None:
+    producer.send_task(BACKFILL_PREFIX_TASK, args=[backfill_id], queue=INDEX_QUEUE, countdown=countdown)
+
+
+def index_queue_length(client: Any) -> int:
+    """Messages waiting on the index queue (``client``: a redis.Redis on the broker)."""
+    return int(client.llen(INDEX_QUEUE))

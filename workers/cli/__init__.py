@@ -14,4 +14,5 @@ from workers.cli import serving  # noqa: E402,F401
 from workers.cli import bench_decode  # noqa: E402,F401
 from workers.cli import training  # noqa: E402,F401
 from workers.cli import platform  # noqa: E402,F401
+from workers.cli import backfill  # noqa: E402,F401
 from workers.cli import status  # noqa: E402,F401

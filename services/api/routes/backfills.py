@@ -1,0 +1,115 @@
+"""Bulk S3 backfills: start one (a worker lists the prefix), follow its counts, cancel it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+
+from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy.orm import Session
+
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep
+from services.api.schemas import (
+    BackfillCountsOut,
+    BackfillOut,
+    BackfillRequest,
+    IndexOptions,
+    ModelRef,
+    ObjectFailureOut,
+)
+from services.core import backfill as backfills
+from services.core.models import Backfill
+from services.core.queue import enqueue_backfill
+
+router = APIRouter(prefix="/v1/backfills", tags=["backfills"])
+
+
+def _end_read(session: Session) -> None:
+    # Authentication read the key in a transaction of its own; the route owns the next one.
+    if session.in_transaction():
+        session.commit()
+
+
+def backfill_out(session: Session, row: Backfill) -> BackfillOut:
+    by_reason, failed = backfills.failures(session, row)
+    return BackfillOut(
+        id=row.id,
+        source_uri=row.source_uri,
+        status=row.status,
+        reason=row.reason,
+        detail=row.detail,
+        model=ModelRef(name=row.model_name, version=row.model_version),
+        filters=row.filters,
+        options=row.options,
+        counts=BackfillCountsOut(**asdict(backfills.counts_of(row))),
+        cursor_key=row.cursor_key,
+        failures_by_reason=by_reason,
+        failures=[ObjectFailureOut(**asdict(f)) for f in failed],
+        created_at=row.created_at,
+        listed_at=row.listed_at,
+        finished_at=row.finished_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+def create_backfill(
+    body: BackfillRequest,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    producer: ProducerDep,
+    _key: ApiKeyDep,
+) -> BackfillOut:
+    """Index every object under an S3 prefix; a worker lists it, one idempotent job per object."""
+    filters = backfills.BackfillFilters(
+        extensions=None
+        if body.all_extensions
+        else tuple(e.lower().lstrip(".") for e in body.extensions)
+        if body.extensions
+        else backfills.VIDEO_EXTENSIONS,
+        min_size=body.min_size,
+        max_size=body.max_size,
+        modified_since=body.modified_since,
+    )
+    options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
+    _end_read(session)
+    with session.begin():
+        row = backfills.create_backfill(
+            session,
+            settings,
+            source_uri=body.source_uri,
+            filters=filters,
+            options=options.to_job_options(),
+        )
+        out = backfill_out(session, row)
+    # After the commit: the worker that picks the id up finds the row.
+    enqueue_backfill(producer, str(row.id))
+    response.headers["Location"] = f"/v1/backfills/{row.id}"
+    return out
+
+
+def _get(session: Session, backfill_id: uuid.UUID) -> Backfill:
+    row = session.get(Backfill, backfill_id, with_for_update=True)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such backfill")
+    return row
+
+
+@router.get("/{backfill_id}")
+def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
+    """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
+    _end_read(session)
+    with session.begin():
+        row = _get(session, backfill_id)
+        backfills.refresh(session, row)
+        return backfill_out(session, row)
+
+
+@router.post("/{backfill_id}/cancel")
+def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
+    """Stop listing and fail the jobs no worker has started (reason ``cancelled``)."""
+    _end_read(session)
+    with session.begin():
+        row = _get(session, backfill_id)
+        backfills.cancel(session, row)
+        return backfill_out(session, row)
