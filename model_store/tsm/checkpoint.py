@@ -252,7 +252,8 @@ def _load_into(model: nn.Module, obj: Mapping[str, Any], path: Path) -> Checkpoi
     # Checkpoints written before PyTorch 0.4.1 lack BatchNorm's step counter; it does not affect
     # inference, so keep the model's own.
     for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in state:
+        prefix = key.removesuffix("num_batches_tracked")
+        if prefix != key and key not in state and f"{prefix}running_mean" in state:
             state[key] = value
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
