@@ -1,0 +1,137 @@
+"""/v1/backfills against Postgres, Redis and a moto S3 server (the listing task run in-process)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import update
+
+from services.api.main import create_app
+from services.core.apikeys import create_api_key
+from services.core.backfill import build_runner
+from services.core.config import Mode, Settings
+from services.core.db import create_db_engine, session_factory
+from services.core.models import Job, JobStatus
+from services.core.queue import BACKFILL_PREFIX_TASK, INDEX_QUEUE, create_producer
+
+
+@pytest.fixture()
+def settings(migrated_postgres_url: str, moto_endpoint: str, s3_bucket: str, redis_url: str) -> Settings:
+    return Settings(
+        mode=Mode.platform,
+        api_keys_pepper=SecretStr("pepper"),
+        database_url=migrated_postgres_url,
+        redis_url=redis_url,
+        storage_backend="s3",
+        s3_endpoint_url=moto_endpoint,
+        s3_bucket=s3_bucket,
+        s3_access_key_id=SecretStr("test"),
+        s3_secret_access_key=SecretStr("test"),
+        model_version=f"v-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Iterator[TestClient]:
+    engine = create_db_engine(settings.resolved_database_url)
+    with session_factory(engine).begin() as session:
+        _, key = create_api_key(session, settings, name="test")
+    engine.dispose()
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+        yield c
+
+
+@pytest.fixture()
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete(INDEX_QUEUE)
+    yield r
+    r.delete(INDEX_QUEUE)
+
+
+@pytest.fixture()
+def prefix(settings: Settings) -> str:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    for key in ["in/a.mp4", "in/b.MOV", "in/c.mkv", "in/notes.txt"]:
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=key.encode())
+    return f"s3://{settings.s3_bucket}/in/"
+
+
+def _messages(broker: redis.Redis) -> list[tuple[str, list[Any]]]:
+    out = []
+    for raw in reversed(broker.lrange(INDEX_QUEUE, 0, -1)):
+        headers = json.loads(raw)["headers"]
+        out.append((headers["task"], json.loads(headers["argsrepr"].replace("'", '"'))))
+    return out
+
+
+def test_backfill_lifecycle(client: TestClient, settings: Settings, broker: redis.Redis, prefix: str) -> None:
+    response = client.post(
+        "/v1/backfills", json={"source_uri": prefix, "extensions": ["mp4", ".mov"], "top_k": 2}
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    backfill_id = body["id"]
+    assert response.headers["Location"] == f"/v1/backfills/{backfill_id}"
+    assert (body["status"], body["source_uri"], body["options"]) == ("listing", prefix, {"top_k": 2})
+    assert body["filters"]["extensions"] == ["mp4", "mov"]
+    assert body["model"] == {"name": settings.model_name, "version": settings.model_version}
+    assert body["counts"] == {"listed": 0, "skipped": 0, "queued": 0, "succeeded": 0, "failed": 0}
+    assert _messages(broker) == [(BACKFILL_PREFIX_TASK, [backfill_id])]
+    broker.delete(INDEX_QUEUE)
+
+    # What the backfill_prefix task does in a worker.
+    engine = create_db_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+    runner = build_runner(settings, sessions, producer=create_producer(settings))
+    assert runner.run(uuid.UUID(backfill_id), block=False) == "listed"
+    assert len(_messages(broker)) == 2
+
+    body = client.get(f"/v1/backfills/{backfill_id}").json()
+    assert body["status"] == "indexing"
+    assert body["counts"] == {"listed": 4, "skipped": 2, "queued": 2, "succeeded": 0, "failed": 0}
+    assert body["cursor_key"] == "in/notes.txt"
+
+    with sessions.begin() as session:
+        session.execute(
+            update(Job)
+            .where(Job.backfill_id == uuid.UUID(backfill_id))
+            .values(status=JobStatus.failed, reason="not_a_video", detail="not a media file")
+        )
+    engine.dispose()
+    body = client.get(f"/v1/backfills/{backfill_id}").json()
+    assert body["status"] == "completed" and body["finished_at"] is not None
+    assert body["counts"] == {"listed": 4, "skipped": 2, "queued": 2, "succeeded": 0, "failed": 2}
+    assert body["failures_by_reason"] == {"not_a_video": 2}
+    assert body["failures"] == [
+        {"key": "in/a.mp4", "reason": "not_a_video", "detail": "not a media file"},
+        {"key": "in/b.MOV", "reason": "not_a_video", "detail": "not a media file"},
+    ]
+    # Cancelling a finished backfill changes nothing.
+    assert client.post(f"/v1/backfills/{backfill_id}/cancel").json()["status"] == "completed"
+
+
+def test_cancel_and_errors(client: TestClient, broker: redis.Redis, prefix: str) -> None:
+    backfill_id = client.post("/v1/backfills", json={"source_uri": prefix}).json()["id"]
+    body = client.post(f"/v1/backfills/{backfill_id}/cancel").json()
+    assert body["status"] == "cancelled" and body["finished_at"] is not None
+    assert client.get(f"/v1/backfills/{uuid.uuid4()}").status_code == 404
+    assert client.post(f"/v1/backfills/{uuid.uuid4()}/cancel").status_code == 404
+    assert client.post("/v1/backfills", json={"source_uri": "https://x/y"}).status_code == 422
+    assert client.post("/v1/backfills", json={"source_uri": prefix, "min_size": -1}).status_code == 422
+    anonymous = client.get(f"/v1/backfills/{backfill_id}", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
