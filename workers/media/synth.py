@@ -79,7 +79,8 @@ def read_index(image: np.ndarray, *, visible: float = 1.0) -> int:
 
 
 def _texture(height: int, width: int, seed: int) -> np.ndarray:
-    """A smooth random texture (uint8 RGB) so that frames cost what real footage costs to code."""
+    """A blocky random texture with fine detail (uint8 RGB, values in [40, 239)): keyframes cost
+    what detailed footage costs to code."""
     rng = np.random.default_rng(seed)
     coarse = rng.integers(40, 216, size=(height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
     tile = np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:height, :width]
@@ -103,6 +104,7 @@ def make_video(
     options: Mapping[str, str] | None = None,
     audio: bool = False,
     container_options: Mapping[str, str] | None = None,
+    grain: int = 0,
 ) -> Path:
     """Encode a synthetic clip and return its path; the container follows the file extension.
 
@@ -112,7 +114,9 @@ def make_video(
     ``rotation_tag`` the rotation goes into a legacy ``rotate`` tag (clockwise degrees) instead.
     ``vfr_timestamps`` gives each frame's presentation time in seconds (variable frame rate).
     ``container_options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` for the MP4 index
-    ahead of the media data (without it PyAV writes the index at the end).
+    ahead of the media data (without it PyAV writes the index at the end). ``grain`` adds fresh
+    noise of that amplitude to every frame, like a camera sensor: without it the panning texture
+    is perfectly predictable and inter frames cost far less than in camera footage.
     """
     path = Path(path)
     if vfr_timestamps is not None and len(vfr_timestamps) != frames:
@@ -121,6 +125,8 @@ def make_video(
     if rotation is not None and rotation % 90:
         raise ValueError("rotation must be a multiple of 90 degrees")
     disp_w, disp_h = size
+    if not 0 <= grain <= 8:
+        raise ValueError("grain must be between 0 and 8")
     if codec == "libx265" and min(disp_w, disp_h) < 64:
         # x265 writes out of bounds on tiny pictures (heap corruption seen at 48x32).
         raise ValueError("libx265 needs at least 64 x 64 pixels")
@@ -128,6 +134,13 @@ def make_video(
     # Moving texture: a window sliding over a larger image, i.e. camera pan, cheap to draw.
     pad = 64
     texture = _texture(disp_h + 2 * pad, disp_w + 2 * pad, seed=coded_w * 7919 + coded_h)
+    # A few noise fields reused in turn: encoders reference only recent frames, and drawing fresh
+    # noise for every 1080p frame would dominate the encoding time.
+    rng = np.random.default_rng(frames)
+    noise = [
+        rng.integers(0, 2 * grain + 1, size=(disp_h, disp_w, 3), dtype=np.uint8)
+        for _ in range(7 if grain else 0)
+    ]
 
     time_base = Fraction(1, 90000) if vfr_timestamps is not None else Fraction(1, round(fps * 1000))
     with av.open(str(path), "w", options=dict(container_options or {})) as container:
@@ -167,6 +180,9 @@ def make_video(
             dy = int(pad + pad * np.sin(i / 17.0)) % (2 * pad)
             dx = (i * 3) % (2 * pad)
             image = np.ascontiguousarray(texture[dy : dy + disp_h, dx : dx + disp_w])
+            if grain:
+                # The texture stays below 239, so adding at most 16 cannot wrap around.
+                image += noise[i % len(noise)]
             if draw_index:
                 paint_index(image, i)
             coded = np.ascontiguousarray(np.rot90(image, -quarter_turns))
