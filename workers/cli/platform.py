@@ -232,8 +232,9 @@ def apikey_create_cmd(name: Annotated[str, typer.Argument(help="who or what the 
         prefix = row.prefix
     engine.dispose()
     typer.echo(key)
-    console.print(
-        f"[dim]key {prefix}… created for {name!r}; store it now, it is not shown again[/dim]", style=""
+    # The key alone on stdout (scripts capture it); the note on stderr.
+    Console(stderr=True).print(
+        f"[dim]key {prefix}… created for {name!r}; store it now, it is not shown again[/dim]"
     )
 
 
@@ -264,3 +265,26 @@ def demo_cmd(
         console.print(f"next: tsmindex search {best!r}")
     if any(r.status != "succeeded" for r in results):
         raise typer.Exit(1)
+
+
+@app.command("archive-env", hidden=True)
+def archive_env_cmd(archive: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Shell assignments that make workers feed clips the way ARCHIVE's model expects (stack.sh)."""
+    import json
+    import shlex
+    import zipfile
+
+    from model_store.archive import CARD_FILE, read_manifest
+    from model_store.tsm import ModelCard
+
+    with zipfile.ZipFile(archive) as z:
+        card = ModelCard.from_dict(json.loads(z.read(CARD_FILE)))
+    model = read_manifest(archive).get("model")
+    version = str(model.get("modelVersion", card.version)) if isinstance(model, dict) else card.version
+    for name, value in {
+        "TSMINDEX_MODEL_VERSION": version,
+        "TSMINDEX_NUM_SEGMENTS": card.config.num_segments,
+        "TSMINDEX_CLIP_RESIZE": card.preprocess.resize,
+        "TSMINDEX_CLIP_CROP": card.preprocess.crop,
+    }.items():
+        typer.echo(f"export {name}={shlex.quote(str(value))}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -33,8 +34,22 @@ def _check_redis(settings: Settings) -> None:
         client.close()
 
 
+def _torchserve_token(settings: Settings) -> str | None:
+    if settings.torchserve_token is not None:
+        return settings.torchserve_token.get_secret_value()
+    if settings.torchserve_key_file is not None and settings.torchserve_key_file.exists():
+        return str(json.loads(settings.torchserve_key_file.read_text())["inference"]["key"])
+    return None
+
+
 def _check_torchserve(settings: Settings) -> None:
-    httpx.get(f"{settings.torchserve_inference_url.rstrip('/')}/ping", timeout=2.0).raise_for_status()
+    token = _torchserve_token(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{settings.torchserve_inference_url.rstrip('/')}/ping"
+    response = httpx.get(url, headers=headers, timeout=2.0)
+    response.raise_for_status()
+    if response.json().get("status") != "Healthy":
+        raise RuntimeError(f"TorchServe reports {response.text[:200]}")
 
 
 @router.get("/readyz")
