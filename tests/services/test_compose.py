@@ -1,0 +1,119 @@
+"""docker-compose.yml describes the platform the settings and ARCHITECTURE.md describe."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from services.core.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# ARCHITECTURE.md's default ports.
+PORTS = {
+    "api": 8000,
+    "torchserve": 8080,
+    "redis": 6379,
+    "postgres": 5432,
+    "s3": 9000,
+    "prometheus": 9090,
+    "grafana": 3000,
+}
+LONG_RUNNING = {"redis", "postgres", "s3", "torchserve", "api", "worker", "prometheus", "grafana"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def _published(service: dict[str, Any]) -> dict[int, str]:
+    """Container port -> host address it is published on."""
+    published = {}
+    for entry in service.get("ports", []):
+        parts = str(entry).split(":")
+        host = parts[0] if len(parts) == 3 else "0.0.0.0"
+        published[int(parts[-1])] = host
+    return published
+
+
+def test_services_and_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == LONG_RUNNING | {"s3-bucket", "migrate"}
+    for name in LONG_RUNNING:
+        assert "test" in services[name]["healthcheck"], name
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["redis"]["command"][1:3] == ["--appendonly", "yes"]  # AOF on
+    for name, service in services.items():
+        if "build" in service:
+            assert (ROOT / service["build"]["dockerfile"]).is_file(), name
+
+
+def test_ports_follow_the_architecture_and_private_ones_stay_on_loopback(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, port in PORTS.items():
+        assert port in _published(services[name]), name
+    assert _published(services["torchserve"]) == {8080: "127.0.0.1", 8081: "127.0.0.1", 8082: "127.0.0.1"}
+    for name in ("redis", "postgres", "s3"):
+        assert set(_published(services[name]).values()) == {"127.0.0.1"}, name
+    assert services["worker"]["expose"] == ["9101"]
+
+
+def test_environment_names_real_settings_and_agrees_with_the_services(compose: dict[str, Any]) -> None:
+    fields = set(Settings.model_fields)
+    env = compose["x-tsmindex-env"]
+    for service in ("api", "worker", "migrate"):
+        assert compose["services"][service]["environment"] == env
+    for key in [*env, *compose["services"]["torchserve"]["environment"]]:
+        assert key.startswith("TSMINDEX_") and key.removeprefix("TSMINDEX_").lower() in fields, key
+
+    def port(url: str) -> tuple[str | None, int | None]:
+        parsed = urlparse(url)
+        return parsed.hostname, parsed.port
+
+    defaults = Settings()
+    assert port(env["TSMINDEX_TORCHSERVE_INFERENCE_URL"]) == (
+        "torchserve",
+        port(defaults.torchserve_inference_url)[1],
+    )
+    assert port(env["TSMINDEX_TORCHSERVE_MANAGEMENT_URL"]) == (
+        "torchserve",
+        port(defaults.torchserve_management_url)[1],
+    )
+    assert port(env["TSMINDEX_TORCHSERVE_METRICS_URL"]) == (
+        "torchserve",
+        port(defaults.torchserve_metrics_url)[1],
+    )
+    assert port(env["TSMINDEX_REDIS_URL"]) == ("redis", PORTS["redis"])
+    assert port(env["TSMINDEX_S3_ENDPOINT_URL"]) == ("s3", PORTS["s3"])
+    assert re.search(r"@postgres:5432/", env["TSMINDEX_DATABASE_URL"])
+    assert int(env["TSMINDEX_API_PORT"]) == defaults.api_port == PORTS["api"]
+    assert int(env["TSMINDEX_WORKER_METRICS_PORT"]) == defaults.worker_metrics_port == 9101
+    assert env["TSMINDEX_MODE"] == "platform"
+
+
+def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in (
+        "TSMINDEX_API_KEYS_PEPPER",
+        "TSMINDEX_WEBHOOK_SECRET",
+        "POSTGRES_PASSWORD",
+        "TSMINDEX_S3_SECRET_ACCESS_KEY",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses and all(use.startswith(":?") for use in uses), name
+
+
+def test_prometheus_scrapes_the_compose_services(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]}
+    assert {"api:8000", "worker:9101", "torchserve:8082"} <= targets
+    for target in targets:
+        assert target.split(":")[0] in compose["services"], target
