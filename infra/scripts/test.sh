@@ -8,7 +8,14 @@ bash infra/scripts/bootstrap.sh
 bash infra/scripts/services.sh
 if ! command -v prometheus >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "test: installing Debian's prometheus package"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null || echo "test: prometheus install failed"
+  apt_prometheus() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+  apt_prometheus || { apt-get update -q >/dev/null && apt_prometheus; } || echo "test: prometheus install failed"
+  # The package's postinst may start a server on :9090; the tests run their own on free ports.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
 fi
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 exec .venv/bin/python -m pytest "$@"
