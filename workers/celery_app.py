@@ -22,13 +22,13 @@ app = celery_app  # the name `celery -A workers.celery_app` looks for
 _context: PipelineContext | None = None
 
 
-@signals.worker_process_init.connect
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
 def _open_process_context(**_: Any) -> None:
     global _context
     _context = build_context(get_settings())
 
 
-@signals.worker_process_shutdown.connect
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_process_context(**_: Any) -> None:
     global _context
     if _context is not None:

@@ -7,7 +7,7 @@ a job for the model in use; jobs already done for the same bytes and model versi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,7 +57,7 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
 
 
 def submit_file(
-    ctx: PipelineContext, path: Path, *, options: dict[str, object] | None = None
+    ctx: PipelineContext, path: Path, *, options: Mapping[str, object] | None = None
 ) -> tuple[uuid.UUID, bool]:
     """The job for ``path`` under the context's model version; True when there is work to do."""
     s = ctx.settings
@@ -105,7 +105,7 @@ def index_files(
     ctx: PipelineContext,
     paths: Sequence[Path],
     *,
-    options: dict[str, object] | None = None,
+    options: Mapping[str, object] | None = None,
     on_file_done: Callable[[IndexedVideo], None] | None = None,
     on_file_start: Callable[[Path], None] | None = None,
 ) -> list[IndexedVideo]:

@@ -70,9 +70,7 @@ class JobOptions:
         return cls(
             window_s=float(options.get("window_s") or settings.window_s),
             top_k=int(options.get("top_k") or settings.top_k),
-            min_score=float(
-                options.get("min_score") if options.get("min_score") is not None else settings.min_score
-            ),
+            min_score=float(settings.min_score if options.get("min_score") is None else options["min_score"]),
             include=tuple(options.get("include") or ()),
             exclude=tuple(options.get("exclude") or ()),
             webhook_url=options.get("webhook_url"),
@@ -394,14 +392,19 @@ def _upsert(
         return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects import postgresql
+
+        pg = postgresql.insert(table)
+        updates = {c: pg.excluded[c] for c in rows[0] if c not in keys}
+        session.execute(pg.on_conflict_do_update(index_elements=keys, set_=updates), rows)
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(table)
+        updates = {c: lite.excluded[c] for c in rows[0] if c not in keys}
+        session.execute(lite.on_conflict_do_update(index_elements=keys, set_=updates), rows)
     else:
         raise RuntimeError(f"unsupported database dialect {dialect!r}")
-    stmt = insert(table)
-    updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
 
 def _delete_stale(

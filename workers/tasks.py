@@ -8,7 +8,7 @@ from workers import pipeline
 from workers.celery_app import celery_app, worker_context
 
 
-@celery_app.task(
+@celery_app.task(  # type: ignore[untyped-decorator]
     name="workers.tasks.index_video",
     autoretry_for=(pipeline.TransientJobError,),
     retry_backoff=2,

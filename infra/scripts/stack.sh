@@ -162,7 +162,10 @@ PY
         echo "api ready at http://$TSMINDEX_API_HOST:$TSMINDEX_API_PORT (docs at /docs)"
     fi
     if has worker; then
-        launch worker "$BIN/celery" -A workers.celery_app worker --pool=prefork -c "$WORKERS" -Q index \
+        # Prefork children share their metrics through files (served on TSMINDEX_WORKER_METRICS_PORT).
+        mkdir -p "$STACK_DIR/worker-metrics"
+        launch worker env PROMETHEUS_MULTIPROC_DIR="$STACK_DIR/worker-metrics" \
+            "$BIN/celery" -A workers.celery_app worker --pool=prefork -c "$WORKERS" -Q index \
             --loglevel=INFO -n "tsmindex-$$@%h"
         wait_for worker grep -q " ready\." "$STACK_DIR/logs/worker.log"
         echo "worker ready ($WORKERS process(es))"

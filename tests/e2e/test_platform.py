@@ -57,6 +57,7 @@ def stack(
         "TSMINDEX_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "TSMINDEX_S3_BUCKET": f"e2e-{secrets.token_hex(4)}",
         "TSMINDEX_API_PORT": str(api_port),
+        "TSMINDEX_WORKER_METRICS_PORT": str(free_port()),
         "TSMINDEX_TORCHSERVE_INFERENCE_URL": ts.torchserve_inference_url,
         "TSMINDEX_TORCHSERVE_MANAGEMENT_URL": ts.torchserve_management_url,
         "TSMINDEX_TORCHSERVE_METRICS_URL": ts.torchserve_metrics_url,

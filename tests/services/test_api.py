@@ -83,7 +83,8 @@ def _bucket_keys(settings: Settings) -> list[str]:
 
 def _queued_job_ids(queue: redis.Redis) -> list[str]:
     ids = []
-    for raw in queue.lrange(INDEX_QUEUE, 0, -1):
+    raws: list[bytes] = queue.lrange(INDEX_QUEUE, 0, -1)  # type: ignore[assignment]  # sync client
+    for raw in raws:
         message = json.loads(raw)
         assert message["headers"]["task"] == INDEX_VIDEO_TASK
         ids.append(message["headers"]["argsrepr"].strip("[]()',"))

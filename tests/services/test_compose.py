@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from services.core.config import Settings
 

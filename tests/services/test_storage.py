@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from services.core.config import Settings
 from services.core.storage import (
@@ -26,8 +27,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> LocalStorage | S3
         storage_backend="s3",
         s3_endpoint_url=request.getfixturevalue("moto_endpoint"),
         s3_bucket=request.getfixturevalue("s3_bucket"),
-        s3_access_key_id="test",
-        s3_secret_access_key="test",
+        s3_access_key_id=SecretStr("test"),
+        s3_secret_access_key=SecretStr("test"),
     )
     return make_storage(settings)
 
@@ -63,7 +64,11 @@ def test_local_keys_cannot_escape_the_root(tmp_path: Path) -> None:
 
 def test_s3_client_uses_the_configured_endpoint(moto_endpoint: str) -> None:
     client = s3_client(
-        Settings(s3_endpoint_url=moto_endpoint, s3_access_key_id="k", s3_secret_access_key="s")
+        Settings(
+            s3_endpoint_url=moto_endpoint,
+            s3_access_key_id=SecretStr("k"),
+            s3_secret_access_key=SecretStr("s"),
+        )
     )
     assert client.meta.endpoint_url == moto_endpoint
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,7 +36,7 @@ def _settings() -> Settings:
     return get_settings()
 
 
-def _run_index(paths: list[Path], checkpoint: Path, options: dict[str, object]) -> list[IndexedVideo]:
+def _run_index(paths: list[Path], checkpoint: Path, options: Mapping[str, object]) -> list[IndexedVideo]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from workers.embedded import embedded_context, expand_paths, index_files
