@@ -126,7 +126,8 @@ class TorchServeClient:
     ) -> list[ClipPrediction]:
         """All clips at once, up to ``max_in_flight`` concurrent requests; results in input order.
 
-        Raises the first clip's ``InferenceError`` after the other requests have finished.
+        On the first failed clip the clips not yet sent are dropped, the ones in flight are waited
+        for, and that clip's ``InferenceError`` is raised.
         """
         # Header names match model_store.handler (TOP_K_HEADER, EMBEDDING_HEADER).
         options = {"x-tsm-top-k": str(top_k), "x-tsm-embedding": "true" if with_embedding else "false"}
@@ -137,10 +138,15 @@ class TorchServeClient:
         results: list[ClipPrediction] = []
         first_error: InferenceError | None = None
         for future in futures:
+            if future.cancelled():
+                continue
             try:
                 results.append(future.result())
             except InferenceError as exc:
-                first_error = first_error or exc
+                if first_error is None:
+                    first_error = exc
+                    for pending in futures:
+                        pending.cancel()  # only those not started yet
         if first_error is not None:
             raise first_error
         return results
@@ -165,7 +171,16 @@ class TorchServeClient:
                 )
             else:
                 if response.status_code == 200:
-                    return ClipPrediction.from_dict(response.json())
+                    try:
+                        return ClipPrediction.from_dict(response.json())
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise InferenceError(
+                            f"TorchServe answered 200 with an unexpected body: {response.text[:200]!r}",
+                            permanent=True,
+                            status=200,
+                            reason="bad_response",
+                            clip_index=index,
+                        ) from exc
                 if (
                     response.status_code == 400
                     and TOKEN_REFUSED_TEXT in response.text

@@ -171,3 +171,74 @@ def _device_batch_size() -> int:
     from model_store.inference import default_batch_size
 
     return default_batch_size(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@bench_app.command("serve")
+def bench_serve(
+    arch: Annotated[
+        str, typer.Option(help="Backbone (random weights: speed does not depend on them).")
+    ] = "resnet50",
+    num_segments: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
+    crop: Annotated[int, typer.Option(help="Clip side in pixels.")] = 224,
+    clips: Annotated[int, typer.Option(help="Clips per measurement (at least 2 x the batch size).")] = 8,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,4,8,16",
+    max_batch_delay_ms: Annotated[int, typer.Option(help="TorchServe maxBatchDelay.")] = 50,
+    workers: Annotated[int, typer.Option(help="TorchServe workers for the model.")] = 1,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds per side; medians are reported.")] = 3,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench-results/serve.json"),
+) -> None:
+    """Served vs in-process clips/s for the same clips, per batch size, and the batch fill under load."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from workers.benchmarks.serve import rows_as_dicts, run_serve_benchmark
+
+    sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+    console = Console()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task(f"batch sizes {sizes}: building the archive", total=len(sizes))
+
+        def on_row(row: Any) -> None:
+            bar.update(task, advance=1, description=f"batch {row.batch_size} done: ratio {row.ratio:.2f}")
+
+        rows, meta = run_serve_benchmark(
+            arch=arch,
+            num_segments=num_segments,
+            crop=crop,
+            num_clips=clips,
+            batch_sizes=sizes,
+            max_batch_delay_ms=max_batch_delay_ms,
+            workers=workers,
+            rounds=rounds,
+            on_row=on_row,
+        )
+    table = Table(
+        title=f"{arch}, {num_segments}x{crop}px clips, max({clips}, 2 x batch) clips x {rounds} rounds, "
+        f"{meta['precision']}, "
+        f"{meta['cpu_count']} CPUs"
+    )
+    for column in (
+        "batch",
+        "in-process clips/s",
+        "served clips/s",
+        "served/in-process",
+        "clips/batch",
+        "fill",
+    ):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r.batch_size),
+            f"{r.in_process_clips_per_s:.2f}",
+            f"{r.served_clips_per_s:.2f}",
+            f"{r.ratio:.2f}",
+            f"{r.mean_batch:.1f}",
+            f"{r.batch_fill:.0%}",
+        )
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows_as_dicts(rows)}, indent=2))
+    console.print(f"saved {out}")
