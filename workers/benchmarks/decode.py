@@ -98,6 +98,7 @@ def ensure_video(spec: BenchVideo, workdir: Path) -> Path:
             codec=spec.codec,
             gop=spec.gop,
             grain=spec.grain,
+            options={"crf": str(spec.crf)},
         )
         partial.rename(path)
     return path
