@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.models import Backfill, Job
+from services.core.models import Backfill, Job, SourceObject
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ JOBS = "tsmindex_jobs"
 BACKFILLS = "tsmindex_backfills"
 BACKFILL_JOBS = "tsmindex_backfill_jobs"
 BACKFILL_OBJECTS_LISTED = "tsmindex_backfill_objects_listed"
+BACKFILL_JOBS_CREATED = "tsmindex_backfill_jobs_created"
 COLLECTOR_UP = "tsmindex_collector_up"
 
 # Kombu's Redis transport keeps priorities 3/6/9 in sibling lists and reserved messages in a hash.
@@ -73,6 +74,8 @@ _PRIORITY_STEPS = (3, 6, 9)
 _UNACKED_KEY = "unacked"
 _LIVE_JOB_STATUSES = ("queued", "running")
 _ALL_JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+# services.core.backfill.BackfillStatus: the statuses of a backfill still at work.
+ACTIVE_BACKFILL_STATUSES = ("listing", "indexing")
 
 
 def init_series() -> None:
@@ -109,7 +112,7 @@ class PlatformCollector(Collector):
         return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        depth, unacked, jobs, backfills, backfill_jobs, listed, up = self._families()
+        depth, unacked, jobs, backfills, backfill_jobs, listed, created, up = self._families()
         try:
             self._read_redis(depth, unacked)
             up.add_metric(["redis"], 1)
@@ -117,12 +120,12 @@ class PlatformCollector(Collector):
             log.warning("metrics: cannot read Redis: %s", exc)
             up.add_metric(["redis"], 0)
         try:
-            self._read_database(jobs, backfills, backfill_jobs, listed)
+            self._read_database(jobs, backfills, backfill_jobs, listed, created)
             up.add_metric(["database"], 1)
         except Exception as exc:  # likewise for the database
             log.warning("metrics: cannot read the database: %s", exc)
             up.add_metric(["database"], 0)
-        yield from (depth, unacked, jobs, backfills, backfill_jobs, listed, up)
+        yield from (depth, unacked, jobs, backfills, backfill_jobs, listed, created, up)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -134,9 +137,10 @@ class PlatformCollector(Collector):
             ),
             GaugeMetricFamily(BACKFILLS, "S3 backfills, by status.", labels=["status"]),
             GaugeMetricFamily(
-                BACKFILL_JOBS, "Jobs of the running backfills, by job status.", labels=["status"]
+                BACKFILL_JOBS, "Jobs queued by the active backfills, by job status.", labels=["status"]
             ),
-            GaugeMetricFamily(BACKFILL_OBJECTS_LISTED, "Objects the running backfills have listed so far."),
+            GaugeMetricFamily(BACKFILL_OBJECTS_LISTED, "Objects the active backfills have listed so far."),
+            GaugeMetricFamily(BACKFILL_JOBS_CREATED, "Index jobs the active backfills have queued so far."),
             GaugeMetricFamily(COLLECTOR_UP, "Whether a scrape-time source could be read.", labels=["source"]),
         )
 
@@ -166,6 +170,7 @@ class PlatformCollector(Collector):
         backfills: GaugeMetricFamily,
         backfill_jobs: GaugeMetricFamily,
         listed: GaugeMetricFamily,
+        created: GaugeMetricFamily,
     ) -> None:
         with self._sessions() as session:
             # Only unfinished statuses: counting finished jobs would scan millions of rows per scrape.
@@ -179,24 +184,30 @@ class PlatformCollector(Collector):
             by_status = dict(
                 session.execute(select(Backfill.status, func.count()).group_by(Backfill.status)).all()
             )
-            running = select(Backfill.id).where(Backfill.status == "running").scalar_subquery()
-            of_running = dict(
+            active = Backfill.status.in_(ACTIVE_BACKFILL_STATUSES)
+            of_active = dict(
                 session.execute(
-                    select(Job.status, func.count()).where(Job.backfill_id.in_(running)).group_by(Job.status)
+                    select(Job.status, func.count())
+                    .join(SourceObject, SourceObject.job_id == Job.id)
+                    .join(Backfill, Backfill.id == SourceObject.backfill_id)
+                    .where(active, SourceObject.outcome == "queued")
+                    .group_by(Job.status)
                 ).all()
             )
-            objects = session.execute(
-                select(func.coalesce(func.sum(Backfill.objects_listed), 0)).where(
-                    Backfill.status == "running"
-                )
-            ).scalar_one()
+            objects, jobs_created = session.execute(
+                select(
+                    func.coalesce(func.sum(Backfill.objects_listed), 0),
+                    func.coalesce(func.sum(Backfill.jobs_created), 0),
+                ).where(active)
+            ).one()
         for status in _LIVE_JOB_STATUSES:
             jobs.add_metric([status], live.get(status, 0))
-        for status in sorted({"running", *by_status}):
+        for status in sorted({*ACTIVE_BACKFILL_STATUSES, *by_status}):
             backfills.add_metric([status], by_status.get(status, 0))
         for status in _ALL_JOB_STATUSES:
-            backfill_jobs.add_metric([status], of_running.get(status, 0))
+            backfill_jobs.add_metric([status], of_active.get(status, 0))
         listed.add_metric([], float(objects))
+        created.add_metric([], float(jobs_created))
 
 
 def process_registry() -> CollectorRegistry:

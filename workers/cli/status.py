@@ -123,30 +123,36 @@ def prometheus_figures(url: str, *, timeout_s: float = 5.0) -> list[Figure]:
 
 
 def database_figures(database_url: str) -> list[Figure]:
-    """Job counts by status, videos, and the progress of running backfills."""
+    """Job counts by status, videos, and the progress of the active backfills."""
     from sqlalchemy import func, select
 
     from services.core.db import create_db_engine, session_factory
-    from services.core.models import Backfill, Job, Video
+    from services.core.metrics import ACTIVE_BACKFILL_STATUSES
+    from services.core.models import Backfill, Job, SourceObject, Video
 
     engine = create_db_engine(database_url)
     try:
         with session_factory(engine)() as session:
             by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
             videos = session.execute(select(func.count()).select_from(Video)).scalar_one()
-            running = session.execute(
-                select(Backfill.id, Backfill.source_uri, Backfill.objects_listed).where(
-                    Backfill.status == "running"
-                )
+            active = session.execute(
+                select(Backfill.id, Backfill.source_uri, Backfill.status, Backfill.jobs_created)
+                .where(Backfill.status.in_(ACTIVE_BACKFILL_STATUSES))
+                .order_by(Backfill.created_at)
             ).all()
             progress = []
-            for backfill_id, uri, listed in running:
+            for backfill_id, uri, status, created in active:
                 done = session.execute(
-                    select(func.count()).where(
-                        Job.backfill_id == backfill_id, Job.status.in_(("succeeded", "failed"))
+                    select(func.count())
+                    .select_from(SourceObject)
+                    .join(Job, Job.id == SourceObject.job_id)
+                    .where(
+                        SourceObject.backfill_id == backfill_id,
+                        SourceObject.outcome == "queued",
+                        Job.status.in_(("succeeded", "failed")),
                     )
                 ).scalar_one()
-                progress.append((uri, done, listed))
+                progress.append((uri, status, done, created))
     finally:
         engine.dispose()
     figures = [
@@ -154,9 +160,10 @@ def database_figures(database_url: str) -> list[Figure]:
         for status in ("queued", "running", "succeeded", "failed")
     ]
     figures.append(Figure("videos", str(videos), "database"))
-    figures.append(Figure("backfills running", str(len(running)), "database"))
+    figures.append(Figure("backfills active", str(len(active)), "database"))
     figures += [
-        Figure(f"backfill {uri}", f"{done} / {listed} objects", "database") for uri, done, listed in progress
+        Figure(f"backfill {uri} ({status})", f"{done} / {created} jobs done", "database")
+        for uri, status, done, created in progress
     ]
     return figures
 
