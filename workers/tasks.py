@@ -22,7 +22,7 @@ def index_video(job_id: str) -> str:
         return pipeline.index_video(job_id, worker_context()).status
 
 
-@celery_app.task(name="workers.tasks.backfill_prefix")
+@celery_app.task(name="workers.tasks.backfill_prefix")  # type: ignore[untyped-decorator]
 def backfill_prefix(backfill_id: str) -> str:
     """List one backfill's prefix into index jobs. It never waits on a full queue while holding a
     worker slot: when the queue is at its cap it schedules itself again and returns."""

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -109,7 +109,7 @@ def s3(settings: Settings) -> Any:
 def _queued_job_ids(broker: redis.Redis) -> list[str]:
     """Job ids of the index_video messages on the broker's queue, oldest first."""
     ids = []
-    for raw in reversed(broker.lrange(INDEX_QUEUE, 0, -1)):
+    for raw in reversed(cast(list[bytes], broker.lrange(INDEX_QUEUE, 0, -1))):
         headers = json.loads(raw)["headers"]
         assert headers["task"] == INDEX_VIDEO_TASK
         ids.append(json.loads(headers["argsrepr"].replace("'", '"'))[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -73,7 +73,7 @@ def prefix(settings: Settings) -> str:
 
 def _messages(broker: redis.Redis) -> list[tuple[str, list[Any]]]:
     out = []
-    for raw in reversed(broker.lrange(INDEX_QUEUE, 0, -1)):
+    for raw in reversed(cast(list[bytes], broker.lrange(INDEX_QUEUE, 0, -1))):
         headers = json.loads(raw)["headers"]
         out.append((headers["task"], json.loads(headers["argsrepr"].replace("'", '"'))))
     return out

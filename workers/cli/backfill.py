@@ -160,7 +160,7 @@ def _summary(
     listed_s: float,
     total_s: float,
 ) -> Table:
-    table = Table(title=f"Backfill {backfill_id}: {status}")
+    table = Table(title=f"Backfill {status}", caption=backfill_id)
     table.add_column("")
     table.add_column("objects", justify="right")
     table.add_row("listed", str(counts.listed))
