@@ -51,7 +51,8 @@ def resolve_precision(device: torch.device, precision: Precision = "auto") -> Pr
         return precision
     if device.type == "cuda":
         return "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    if device.type == "cpu" and mkldnn and _cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 

@@ -129,12 +129,10 @@ def test_client_raises_a_permanent_error_for_a_rejected_clip(torchserve: ServedM
 
 
 def test_client_rereads_the_key_file_when_its_token_is_refused(torchserve: ServedModel) -> None:
-    clip = _clips(1, torchserve.clip_shape, seed=6)
+    assert torchserve.settings.torchserve_key_file is not None
+    key = json.loads(torchserve.settings.torchserve_key_file.read_text())["inference"]["key"]
     with TorchServeClient(torchserve.settings) as client:
         client._token = "stale"  # as after a server restart with new keys
-        [prediction] = client.classify(clip)
-        assert (
-            client._token
-            == json.loads(torchserve.settings.torchserve_key_file.read_text())["inference"]["key"]
-        )  # type: ignore[union-attr]
+        [prediction] = client.classify(_clips(1, torchserve.clip_shape, seed=6))
+        assert client._token == key
     assert prediction.model_name == torchserve.card_name

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import SecretStr
 
 from model_store.inference import ClipModel
 from model_store.tsm import ModelCard, Preprocess, TSMConfig, build_from_card
@@ -122,5 +123,7 @@ def test_client_takes_the_inference_key_from_the_key_file(tmp_path: Path) -> Non
     assert read_key_file(key_file) == {"management": "m-key", "inference": "i-key", "API": "api-key"}
     with TorchServeClient(Settings(torchserve_token=None, torchserve_key_file=key_file)) as client:
         assert client._token == "i-key"
-    with TorchServeClient(Settings(torchserve_token="explicit", torchserve_key_file=key_file)) as client:
+    with TorchServeClient(
+        Settings(torchserve_token=SecretStr("explicit"), torchserve_key_file=key_file)
+    ) as client:
         assert client._token == "explicit"
