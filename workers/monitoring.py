@@ -66,13 +66,14 @@ class WorkerCollector(Collector):
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._merged = MultiProcessCollector(None, path=str(path))
+        self._merged = MultiProcessCollector(None, path=str(path))  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterator[Metric]:
         for pid in _file_pids(self._path):
             if not _pid_alive(pid):
-                mark_process_dead(pid, str(self._path))
-        return self._merged.collect()
+                mark_process_dead(pid, str(self._path))  # type: ignore[no-untyped-call]
+        merged: Iterator[Metric] = self._merged.collect()  # type: ignore[no-untyped-call]
+        return merged
 
 
 def start_exporter(port: int, host: str, path: Path) -> Any:
@@ -82,7 +83,7 @@ def start_exporter(port: int, host: str, path: Path) -> Any:
     return server
 
 
-@signals.worker_init.connect
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
 def _start_exporter(**_: Any) -> None:
     """In the worker's main process, before the pool forks its children."""
     global _server
@@ -108,18 +109,18 @@ def _start_exporter(**_: Any) -> None:
     )
 
 
-@signals.worker_process_init.connect
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
 def _init_child(**_: Any) -> None:
     metrics.init_series()
 
 
-@signals.worker_process_shutdown.connect
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _child_exits(**_: Any) -> None:
     if multiprocess_enabled():
-        mark_process_dead(os.getpid())
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-@signals.worker_shutdown.connect
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _stop_exporter(**_: Any) -> None:
     global _server
     if _server is not None:

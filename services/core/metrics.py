@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.models import Backfill, Job, SourceObject
@@ -174,25 +174,21 @@ class PlatformCollector(Collector):
     ) -> None:
         with self._sessions() as session:
             # Only unfinished statuses: counting finished jobs would scan millions of rows per scrape.
-            live = dict(
-                session.execute(
-                    select(Job.status, func.count())
-                    .where(Job.status.in_(_LIVE_JOB_STATUSES))
-                    .group_by(Job.status)
-                ).all()
+            live = _counts(
+                session,
+                select(Job.status, func.count())
+                .where(Job.status.in_(_LIVE_JOB_STATUSES))
+                .group_by(Job.status),
             )
-            by_status = dict(
-                session.execute(select(Backfill.status, func.count()).group_by(Backfill.status)).all()
-            )
+            by_status = _counts(session, select(Backfill.status, func.count()).group_by(Backfill.status))
             active = Backfill.status.in_(ACTIVE_BACKFILL_STATUSES)
-            of_active = dict(
-                session.execute(
-                    select(Job.status, func.count())
-                    .join(SourceObject, SourceObject.job_id == Job.id)
-                    .join(Backfill, Backfill.id == SourceObject.backfill_id)
-                    .where(active, SourceObject.outcome == "queued")
-                    .group_by(Job.status)
-                ).all()
+            of_active = _counts(
+                session,
+                select(Job.status, func.count())
+                .join(SourceObject, SourceObject.job_id == Job.id)
+                .join(Backfill, Backfill.id == SourceObject.backfill_id)
+                .where(active, SourceObject.outcome == "queued")
+                .group_by(Job.status),
             )
             objects, jobs_created = session.execute(
                 select(
@@ -210,13 +206,17 @@ class PlatformCollector(Collector):
         created.add_metric([], float(jobs_created))
 
 
+def _counts(session: Session, stmt: Select[tuple[str, int]]) -> dict[str, int]:
+    return {str(key): int(count) for key, count in session.execute(stmt).tuples().all()}
+
+
 def process_registry() -> CollectorRegistry:
     """This process's metrics; all processes' metrics when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     return registry
 
 

@@ -73,9 +73,9 @@ def _stale_counter_file(directory: Path) -> None:
     """What a previous worker run leaves behind: 5 succeeded videos. The worker must delete it at start."""
     name = "tsmindex_videos_indexed"
     key = mmap_key(f"{name}_total", name, ["outcome"], ["succeeded"], "")
-    stale = MmapedDict(str(directory / "counter_999999999.db"))
-    stale.write_value(key, 5.0, 0.0)
-    stale.close()
+    stale = MmapedDict(str(directory / "counter_999999999.db"))  # type: ignore[no-untyped-call]
+    stale.write_value(key, 5.0, 0.0)  # type: ignore[no-untyped-call]
+    stale.close()  # type: ignore[no-untyped-call]
 
 
 def _launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

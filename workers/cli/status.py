@@ -133,7 +133,12 @@ def database_figures(database_url: str) -> list[Figure]:
     engine = create_db_engine(database_url)
     try:
         with session_factory(engine)() as session:
-            by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            by_status = {
+                str(status): int(count)
+                for status, count in session.execute(
+                    select(Job.status, func.count()).group_by(Job.status)
+                ).tuples()
+            }
             videos = session.execute(select(func.count()).select_from(Video)).scalar_one()
             active = session.execute(
                 select(Backfill.id, Backfill.source_uri, Backfill.status, Backfill.jobs_created)
