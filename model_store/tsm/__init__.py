@@ -19,6 +19,13 @@ from model_store.tsm.config import (
     TSMConfig,
     read_labels,
 )
+from model_store.tsm.export import (
+    InferenceRunner,
+    cpu_supports_bf16,
+    export_onnx,
+    prepare_for_inference,
+    select_dtype,
+)
 from model_store.tsm.network import TSM, build_from_card
 from model_store.tsm.online import CacheSize, OnlineTSM, Stream
 from model_store.tsm.shift import TemporalShift, temporal_shift
@@ -30,6 +37,7 @@ __all__ = [
     "CacheSize",
     "CheckpointError",
     "CheckpointInfo",
+    "InferenceRunner",
     "ModelCard",
     "OfficialName",
     "OnlineTSM",
@@ -39,11 +47,15 @@ __all__ = [
     "TemporalShift",
     "build_from_card",
     "build_tsm",
+    "cpu_supports_bf16",
     "download_checkpoint",
+    "export_onnx",
     "load_checkpoint",
     "load_model",
     "parse_official_filename",
+    "prepare_for_inference",
     "read_labels",
     "save_checkpoint",
+    "select_dtype",
     "temporal_shift",
 ]

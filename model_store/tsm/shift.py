@@ -14,16 +14,22 @@ def temporal_shift(x: Tensor, num_segments: int, shift_div: int, *, causal: bool
     only the past direction (channels [0, fold) are zero, as at the last frame of a clip), which is
     what a streaming model that has not seen frame t+1 computes.
 
-    A slice copy into a zero tensor rather than ``torch.roll`` plus masks: one pass over memory, no
-    data-dependent shapes, and it exports to ONNX with the batch dimension left dynamic.
+    Slice copies rather than ``torch.roll`` plus masks: one read and one write of the tensor, no
+    data-dependent shapes, and it exports to ONNX with the batch dimension left dynamic. Only the
+    clip-end slices are zero-filled: zero-filling the whole output first costs a third more memory
+    traffic, which is most of the shift's cost on CPU.
     """
     nt, c, h, w = x.shape
     fold = c // shift_div
     x5 = x.view(-1, num_segments, c, h, w)  # [N, T, C, H, W]
-    out = torch.zeros_like(x5)  # keeps channels_last strides
-    if not causal:
+    out = torch.empty_like(x5)  # keeps channels_last strides
+    if causal:
+        out[:, :, :fold] = 0
+    else:
         out[:, :-1, :fold] = x5[:, 1:, :fold]  # from the future
+        out[:, -1:, :fold] = 0
     out[:, 1:, fold : 2 * fold] = x5[:, :-1, fold : 2 * fold]  # from the past
+    out[:, :1, fold : 2 * fold] = 0
     out[:, :, 2 * fold :] = x5[:, :, 2 * fold :]
     return out.view(nt, c, h, w)
 

@@ -18,7 +18,12 @@ def _clips(n: int, t: int, c: int, hw: int = 2) -> Tensor:
     frame = (torch.arange(t).view(1, t, 1, 1) + 1) * 100
     channel = torch.arange(c).view(1, 1, c, 1) * 10
     pixel = torch.arange(hw * hw).view(1, 1, 1, hw * hw)
-    return (clip + frame + channel + pixel).float().view(n * t, c, hw, hw)
+    x = (clip + frame + channel + pixel).float().view(n * t, c, hw, hw)
+    # The shift writes into uninitialised memory: leave non-zero garbage for the allocator to hand
+    # back, so that a missing zero fill at the clip ends shows.
+    garbage = torch.full_like(x, -7.0)
+    del garbage
+    return x
 
 
 def test_shift_pins_every_element_of_a_small_clip() -> None:
