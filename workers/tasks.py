@@ -24,16 +24,17 @@ def index_video(job_id: str) -> str:
 
 @celery_app.task(name="workers.tasks.backfill_prefix")  # type: ignore[untyped-decorator]
 def backfill_prefix(backfill_id: str) -> str:
-    """List one backfill's prefix into index jobs. It never waits on a full queue while holding a
-    worker slot: when the queue is at its cap it schedules itself again and returns."""
+    """List one backfill's prefix into index jobs, then export its results if it has an output
+    prefix. It never waits while holding a worker slot: when the queue is at its cap, or its jobs
+    are still running before an export, it schedules itself again and returns."""
     import uuid
 
-    from services.core.backfill import RunOutcome, build_runner
+    from services.core.backfill import advance, build_runner
     from services.core.queue import enqueue_backfill
 
     settings = get_settings()
     runner = build_runner(settings, worker_context().sessions, producer=celery_app)
-    outcome = runner.run(uuid.UUID(backfill_id), block=False)
-    if outcome in (RunOutcome.throttled, RunOutcome.busy):
+    result, again = advance(runner, uuid.UUID(backfill_id))
+    if again:
         enqueue_backfill(celery_app, backfill_id, countdown=settings.backfill_poll_s * 5)
-    return str(outcome)
+    return result

@@ -122,6 +122,11 @@ class BackfillRequest(IndexOptions):
     min_size: int = Field(default=1, ge=0, description="skip smaller objects (bytes)")
     max_size: int | None = Field(default=None, ge=0, description="skip larger objects (bytes)")
     modified_since: datetime | None = Field(default=None, description="skip objects modified before")
+    output_uri: str | None = Field(
+        default=None,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="s3://bucket/prefix: one JSON Lines object per video once the backfill completes",
+    )
 
 
 class BackfillCountsOut(BaseModel):
@@ -154,3 +159,5 @@ class BackfillOut(BaseModel):
     created_at: datetime
     listed_at: datetime | None
     finished_at: datetime | None
+    output_uri: str | None
+    exported_at: datetime | None

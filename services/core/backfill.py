@@ -10,6 +10,7 @@ runner re-sends the unmarked ones (a duplicate message is harmless: the task is 
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import time
@@ -26,7 +27,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.config import Settings
-from services.core.models import Backfill, Job, JobStatus, SourceObject, Video
+from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel, WindowLabel
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,11 @@ def create_backfill(
     source_uri: str,
     filters: BackfillFilters,
     options: dict[str, Any] | None = None,
+    output_uri: str | None = None,
 ) -> Backfill:
     bucket, prefix = parse_prefix_uri(source_uri)
+    if output_uri is not None:
+        parse_prefix_uri(output_uri)
     backfill = Backfill(
         source_uri=f"s3://{bucket}/{prefix}",
         status=BackfillStatus.listing,
@@ -164,6 +168,7 @@ def create_backfill(
         model_version=settings.model_version,
         filters=filters.to_dict(),
         options=options or {},
+        output_uri=output_uri,
         objects_listed=0,
         objects_skipped=0,
         jobs_created=0,
@@ -593,6 +598,23 @@ def _requeue(session: Session, job: Job, backfill: Backfill, video_id: uuid.UUID
     video.sha256 = None  # other bytes now; the worker hashes them again
 
 
+def advance(runner: BackfillRunner, backfill_id: uuid.UUID) -> tuple[str, bool]:
+    """One non-blocking step of a backfill in a worker: list as far as the queue cap allows, then
+    export the results once every job has finished. Returns what happened and whether to come back."""
+    outcome = runner.run(backfill_id, block=False)
+    if outcome in (RunOutcome.throttled, RunOutcome.busy):
+        return str(outcome), True
+    with runner.sessions.begin() as session:
+        row = session.get_one(Backfill, backfill_id, with_for_update=True)
+        refresh(session, row)
+        export = row.output_uri is not None and row.exported_at is None
+        status = row.status
+    if export and status == BackfillStatus.completed:
+        export_results(runner.sessions, runner.s3, backfill_id)
+        return "exported", False
+    return str(outcome), export and status in ACTIVE
+
+
 def build_runner(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -615,3 +637,76 @@ def build_runner(
         queue_length=lambda: index_queue_length(broker),
         on_progress=on_progress,
     )
+
+
+EXPORT_CHUNK = 500  # videos per database read while exporting
+
+
+def _labels(rows: Sequence[VideoLabel] | Sequence[WindowLabel]) -> list[dict[str, Any]]:
+    return [{"label": r.label, "index": r.label_index, "score": r.score} for r in rows]
+
+
+def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.UUID) -> int:
+    """Write one JSON Lines object per video of this backfill under its output prefix, named after
+    the source key (``<output prefix><key>.jsonl``): a first line with the video's status and
+    labels, then one line per window. Idempotent (objects are overwritten); returns the count."""
+    with sessions() as session:
+        backfill = session.get_one(Backfill, backfill_id)
+        if backfill.output_uri is None:
+            return 0
+        out_bucket, out_prefix = parse_prefix_uri(backfill.output_uri)
+        model = {"name": backfill.model_name, "version": backfill.model_version}
+        rows = session.execute(
+            select(SourceObject.key, SourceObject.etag, Job, Video)
+            .join(Job, SourceObject.job_id == Job.id)
+            .join(Video, Job.video_id == Video.id)
+            .where(SourceObject.backfill_id == backfill_id, SourceObject.outcome == "queued")
+            .order_by(SourceObject.key)
+        ).all()
+    written = 0
+    for start in range(0, len(rows), EXPORT_CHUNK):
+        chunk = rows[start : start + EXPORT_CHUNK]
+        ids = [video.id for _, _, _, video in chunk]
+        with sessions() as session:
+            key = (VideoLabel.model_name == model["name"], VideoLabel.model_version == model["version"])
+            video_labels: dict[uuid.UUID, list[VideoLabel]] = {}
+            for vl in session.scalars(
+                select(VideoLabel).where(VideoLabel.video_id.in_(ids), *key).order_by(VideoLabel.rank)
+            ):
+                video_labels.setdefault(vl.video_id, []).append(vl)
+            windows: dict[uuid.UUID, dict[int, list[WindowLabel]]] = {}
+            for wl in session.scalars(
+                select(WindowLabel)
+                .where(
+                    WindowLabel.video_id.in_(ids),
+                    WindowLabel.model_name == model["name"],
+                    WindowLabel.model_version == model["version"],
+                )
+                .order_by(WindowLabel.window_index, WindowLabel.rank)
+            ):
+                windows.setdefault(wl.video_id, {}).setdefault(wl.window_index, []).append(wl)
+        for source_key, etag, job, video in chunk:
+            head = {
+                "source_uri": video.source_uri,
+                "etag": etag,
+                "status": job.status,
+                "reason": job.reason,
+                "model": model,
+                "duration_s": video.duration_s,
+                "labels": _labels(video_labels.get(video.id, [])),
+            }
+            lines = [head] + [
+                {"window": index, "start_ms": ws[0].start_ms, "end_ms": ws[0].end_ms, "labels": _labels(ws)}
+                for index, ws in sorted(windows.get(video.id, {}).items())
+            ]
+            body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+            s3.put_object(
+                Bucket=out_bucket,
+                Key=f"{out_prefix}{source_key}.jsonl",
+                Body=body,
+                ContentType="application/x-ndjson",
+            )
+            written += 1
+    with sessions.begin() as session:
+        session.get_one(Backfill, backfill_id).exported_at = utcnow()
+    return written

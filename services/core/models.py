@@ -106,6 +106,8 @@ class Backfill(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    output_uri: Mapped[str | None] = mapped_column(String(2048))  # s3:// prefix for JSON Lines results
+    exported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SourceObject(Base):

@@ -359,7 +359,8 @@ def test_backfill_started_over_the_api_is_listed_by_a_worker(
     env: dict[str, str], iam_s3: IamS3, bucket: str, start_worker: Any, tmp_path: Path
 ) -> None:
     """POST /v1/backfills -> the backfill_prefix task in a real worker, rescheduling itself while the
-    queue is at its (tiny) cap -> index jobs in the same worker -> GET shows the final counts."""
+    queue is at its (tiny) cap -> index jobs in the same worker -> GET shows the final counts, and
+    the task writes one JSON Lines object per video under the output prefix."""
     from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
@@ -388,16 +389,24 @@ def test_backfill_started_over_the_api_is_listed_by_a_worker(
     engine.dispose()
     start_worker(worker_env)
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
-        response = client.post("/v1/backfills", json={"source_uri": f"s3://{bucket}/api/"})
+        response = client.post(
+            "/v1/backfills",
+            json={"source_uri": f"s3://{bucket}/api/", "output_uri": f"s3://{bucket}/api-out/"},
+        )
         assert response.status_code == 202, response.text
         location = response.headers["Location"]
         _wait(
-            lambda: client.get(location).json()["status"] == "completed",
+            lambda: client.get(location).json()["exported_at"] is not None,
             timeout_s=180,
-            what="the API backfill never completed",
+            what="the API backfill never completed and exported its results",
         )
         body = client.get(location).json()
     assert body["counts"] == {"listed": 7, "skipped": 0, "queued": 7, "succeeded": 6, "failed": 1}
     assert body["failures"] == [
         {"key": "api/zz.mp4", "reason": "not_a_video", "detail": body["failures"][0]["detail"]}
     ]
+    exported = s3.list_objects_v2(Bucket=bucket, Prefix="api-out/")["Contents"]
+    assert [o["Key"] for o in exported] == [f"api-out/{k}.jsonl" for k in [*keys, "api/zz.mp4"]]
+    lines = s3.get_object(Bucket=bucket, Key="api-out/api/0.mp4.jsonl")["Body"].read().decode().splitlines()
+    head = json.loads(lines[0])
+    assert (head["status"], len(head["labels"]), len(lines)) == ("succeeded", TOP_K, 2)  # one window

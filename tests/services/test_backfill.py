@@ -27,7 +27,7 @@ from services.core.backfill import (
 )
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import Backfill, Job, JobStatus, SourceObject, Video
+from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK, create_producer, enqueue_index_video
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -338,3 +338,69 @@ def test_a_prefix_that_cannot_be_listed_fails_the_backfill(
     with sessions() as session:
         row = session.get_one(Backfill, backfill_id)
         assert (row.status, row.reason) == (BackfillStatus.failed, "NoSuchBucket")
+
+
+def test_results_are_exported_as_json_lines_once_every_job_has_finished(
+    settings: Settings, sessions: sessionmaker[Session], broker: redis.Redis, prefix: str, s3: Any
+) -> None:
+    bucket = settings.s3_bucket
+    with sessions.begin() as session:
+        backfill_id = backfills.create_backfill(
+            session,
+            settings,
+            source_uri=prefix,
+            filters=BackfillFilters(),
+            output_uri=f"s3://{bucket}/out/",
+        ).id
+    runner = _runner(settings, sessions)
+    assert backfills.advance(runner, backfill_id) == ("listed", True)  # jobs still queued
+    assert backfills.advance(runner, backfill_id) == ("stopped", True)
+    with sessions.begin() as session:
+        jobs = session.scalars(
+            select(Job).join(Video).where(Job.backfill_id == backfill_id).order_by(Video.source_uri)
+        ).all()
+        first = jobs[0]
+        model = {"model_name": settings.model_name, "model_version": settings.model_version}
+        session.add_all(
+            [
+                VideoLabel(video_id=first.video_id, label="b", label_index=1, score=0.5, rank=2, **model),
+                VideoLabel(video_id=first.video_id, label="a", label_index=0, score=0.6, rank=1, **model),
+            ]
+            + [
+                WindowLabel(
+                    video_id=first.video_id, window_index=w, start_ms=4000 * w, end_ms=4000 * (w + 1),
+                    label=label, label_index=index, score=score, rank=1, **model,
+                )
+                for w, (label, index, score) in enumerate([("a", 0, 0.7), ("b", 1, 0.5)])
+            ]
+        )  # fmt: skip
+        session.get_one(Video, first.video_id).duration_s = 8.0
+        first.status = JobStatus.succeeded
+        for job in jobs[1:]:
+            job.status, job.reason = JobStatus.failed, "not_a_video"
+    assert backfills.advance(runner, backfill_id) == ("exported", False)
+    with sessions() as session:
+        assert session.get_one(Backfill, backfill_id).exported_at is not None
+
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]
+    assert [o["Key"] for o in listing] == [f"out/{k}.jsonl" for k in VIDEO_KEYS]
+    lines = (
+        s3.get_object(Bucket=bucket, Key=f"out/{VIDEO_KEYS[0]}.jsonl")["Body"].read().decode().splitlines()
+    )
+    etag = s3.head_object(Bucket=bucket, Key=VIDEO_KEYS[0])["ETag"].strip('"')
+    version = {"name": settings.model_name, "version": settings.model_version}
+    assert [json.loads(line) for line in lines] == [
+        {
+            "source_uri": f"s3://{bucket}/{VIDEO_KEYS[0]}",
+            "etag": etag,
+            "status": "succeeded",
+            "reason": None,
+            "model": version,
+            "duration_s": 8.0,
+            "labels": [{"label": "a", "index": 0, "score": 0.6}, {"label": "b", "index": 1, "score": 0.5}],
+        },
+        {"window": 0, "start_ms": 0, "end_ms": 4000, "labels": [{"label": "a", "index": 0, "score": 0.7}]},
+        {"window": 1, "start_ms": 4000, "end_ms": 8000, "labels": [{"label": "b", "index": 1, "score": 0.5}]},
+    ]
+    failed = json.loads(s3.get_object(Bucket=bucket, Key=f"out/{VIDEO_KEYS[1]}.jsonl")["Body"].read())
+    assert (failed["status"], failed["reason"], failed["labels"]) == ("failed", "not_a_video", [])

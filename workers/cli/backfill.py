@@ -39,6 +39,9 @@ def backfill_cmd(
     ] = None,
     window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
     top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
+    output: Annotated[
+        str | None, typer.Option(help="s3://bucket/prefix: one JSON Lines object per video when done")
+    ] = None,
     new: Annotated[
         bool, typer.Option(help="start afresh even if this prefix has an interrupted backfill")
     ] = False,
@@ -89,12 +92,22 @@ def backfill_cmd(
                     )
                     if row is None:
                         row = backfills.create_backfill(
-                            session, settings, source_uri=uri, filters=filters, options=options
+                            session,
+                            settings,
+                            source_uri=uri,
+                            filters=filters,
+                            options=options,
+                            output_uri=output,
                         )
                 except backfills.BackfillError as exc:
                     console.print(f"[red]{exc}[/red]")
                     raise typer.Exit(2) from exc
-            backfill_id, source_uri, cursor = row.id, row.source_uri, row.cursor_key
+            backfill_id, source_uri, cursor, output_uri = (
+                row.id,
+                row.source_uri,
+                row.cursor_key,
+                row.output_uri,
+            )
         where = f" (resuming after {cursor!r})" if cursor else ""
         console.print(f"backfill [bold]{backfill_id}[/bold] {source_uri}{where}")
 
@@ -142,6 +155,10 @@ def backfill_cmd(
         console.print(
             _summary(str(backfill_id), status, counts, by_reason, listed_s=listed_s, total_s=total_s)
         )
+        if output_uri is not None and status == backfills.BackfillStatus.completed:
+            with console.status(f"writing results to {output_uri}"):
+                written = backfills.export_results(sessions, runner.s3, backfill_id)
+            console.print(f"wrote {written} JSON Lines objects under {output_uri}")
         if status == backfills.BackfillStatus.failed:
             console.print(f"[red]listing failed: {reason}[/red]")
         if status in (backfills.BackfillStatus.failed, backfills.BackfillStatus.cancelled):

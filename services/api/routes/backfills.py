@@ -48,6 +48,8 @@ def backfill_out(session: Session, row: Backfill) -> BackfillOut:
         created_at=row.created_at,
         listed_at=row.listed_at,
         finished_at=row.finished_at,
+        output_uri=row.output_uri,
+        exported_at=row.exported_at,
     )
 
 
@@ -60,7 +62,8 @@ def create_backfill(
     producer: ProducerDep,
     _key: ApiKeyDep,
 ) -> BackfillOut:
-    """Index every object under an S3 prefix; a worker lists it, one idempotent job per object."""
+    """Index every object under an S3 prefix; a worker lists it, one idempotent job per object, and
+    writes the results to `output_uri` (if given) once every job has finished."""
     filters = backfills.BackfillFilters(
         extensions=None
         if body.all_extensions
@@ -80,6 +83,7 @@ def create_backfill(
             source_uri=body.source_uri,
             filters=filters,
             options=options.to_job_options(),
+            output_uri=body.output_uri,
         )
         out = backfill_out(session, row)
     # After the commit: the worker that picks the id up finds the row.
