@@ -18,6 +18,7 @@ from services.core.config import Mode, Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, Video, VideoLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
+from tests.platform_servers import free_port
 from workers.media.synth import make_video
 
 MAX_UPLOAD = 300_000
@@ -269,3 +270,20 @@ def test_readyz_reports_each_dependency(client: TestClient) -> None:
     # No TorchServe runs in this test: not ready, and says why.
     assert response.status_code == 503
     assert body["checks"]["torchserve"] != "ok"
+
+
+def test_broker_down_answers_503_and_a_resubmission_sends_the_job(
+    settings: Settings, api_key: str, queue: redis.Redis, tmp_path: Path
+) -> None:
+    video = make_video(tmp_path / "while-down.mp4", frames=30, size=(96, 64))
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(down), headers={"Authorization": f"Bearer {api_key}"}) as client:
+        refused = _upload(client, video)
+    assert refused.status_code == 503
+    job_id = refused.headers["location"].removeprefix("/v1/jobs/")
+    assert job_id in refused.json()["detail"]
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {api_key}"}) as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+        again = _upload(client, video)
+    assert (again.status_code, again.json()["id"]) == (200, job_id)
+    assert _queued_job_ids(queue) == [job_id]

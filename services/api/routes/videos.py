@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -224,7 +225,16 @@ async def create_video(
         await run_in_threadpool(storage.delete, registration.orphan_key)
     if registration.enqueue:
         # After the commit: a worker that picks the id up finds the row.
-        await run_in_threadpool(enqueue_index_video, producer, str(registration.job.id))
+        try:
+            await run_in_threadpool(enqueue_index_video, producer, str(registration.job.id))
+        except OperationalError as exc:
+            # The job row stays queued and unsent; submitting the same video again sends it.
+            log.error("broker unavailable, job %s not sent: %s", registration.job.id, exc)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"job queue unavailable: job {registration.job.id} is recorded; submit again to send it",
+                headers={"Retry-After": "10", "Location": f"/v1/jobs/{registration.job.id}"},
+            ) from exc
     response.headers["Location"] = f"/v1/jobs/{registration.job.id}"
     if registration.duplicate:
         response.status_code = status.HTTP_200_OK
