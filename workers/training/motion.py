@@ -106,15 +106,24 @@ def _object_texture(rng: np.random.Generator) -> Callable[[np.ndarray, np.ndarra
     return lambda u, v: _smooth_noise(np.random.default_rng(seed), n + 1, u, v)
 
 
-def render_clip(label: str, rng: np.random.Generator, *, size: int = 64, frames: int = 8) -> np.ndarray:
-    """One clip of class ``label`` as uint8 RGB ``[T, size, size, 3]``."""
+def draw_tracks(label: str, rng: np.random.Generator, *, size: int, frames: int) -> dict[str, np.ndarray]:
+    """The object's centre ``x``, ``y`` and ``side`` (pixels) in each of ``frames`` frames."""
     moves = _TRACKS[label]
-    scale = size / 64.0
+    # Speeds are set for 8 frames at 64 px; longer clips spread the same travel over more frames.
+    scale = size / 64.0 * 7.0 / (frames - 1)
     step = rng.uniform(2.5, 4.0) * scale  # px per frame for x and y
     size_step = rng.uniform(1.2, 2.0) * scale  # px per frame for the object's side
-    xs = _track(rng, moves.get("x", 0), 0.2 * size, 0.8 * size, step, frames)
-    ys = _track(rng, moves.get("y", 0), 0.2 * size, 0.8 * size, step, frames)
-    sides = _track(rng, moves.get("size", 0), 0.18 * size, 0.42 * size, size_step, frames)
+    return {
+        "x": _track(rng, moves.get("x", 0), 0.2 * size, 0.8 * size, step, frames),
+        "y": _track(rng, moves.get("y", 0), 0.2 * size, 0.8 * size, step, frames),
+        "side": _track(rng, moves.get("size", 0), 0.18 * size, 0.42 * size, size_step, frames),
+    }
+
+
+def render_clip(label: str, rng: np.random.Generator, *, size: int = 64, frames: int = 8) -> np.ndarray:
+    """One clip of class ``label`` as uint8 RGB ``[T, size, size, 3]``."""
+    tracks = draw_tracks(label, rng, size=size, frames=frames)
+    xs, ys, sides = tracks["x"], tracks["y"], tracks["side"]
 
     bright_object = bool(rng.integers(0, 2))
     bg_colours = _palette(rng, not bright_object)
