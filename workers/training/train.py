@@ -176,16 +176,13 @@ def _build(cfg: TrainConfig, classes: tuple[str, ...]) -> tuple[TSM, ModelCard, 
         return build_from_card(card), card, []
     source, source_card = load_model(cfg.init)
     config = replace(source_card.config, num_classes=len(classes), dropout=cfg.dropout)
-    card = ModelCard(cfg.name, cfg.version, config, replace(source_card.preprocess, **_size(cfg)), classes)
+    preprocess = replace(source_card.preprocess, resize=cfg.resize, crop=cfg.crop)
+    card = ModelCard(cfg.name, cfg.version, config, preprocess, classes)
     model = build_from_card(card)
     if source_card.classes == classes:
         model.load_state_dict(source.state_dict())
         return model, card, []
     return model, card, transfer_weights(model, source)
-
-
-def _size(cfg: TrainConfig) -> dict[str, int]:
-    return {"resize": cfg.resize, "crop": cfg.crop}
 
 
 def _resolve(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
@@ -407,15 +404,13 @@ def _save(
     step: int,
     cfg: TrainConfig,
 ) -> None:
-    tmp = path.with_suffix(".tmp")
     extra = {
         "step": step,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "train_config": cfg.to_dict(),
     }
-    save_checkpoint(tmp, model, card, extra=extra)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
+    save_checkpoint(path, model, card, extra=extra)  # atomic: never a half-written file
 
 
 def export_half(src: str | Path, dst: str | Path) -> ModelCard:
