@@ -413,8 +413,15 @@ def _save(
     save_checkpoint(path, model, card, extra=extra)  # atomic: never a half-written file
 
 
-def export_half(src: str | Path, dst: str | Path) -> ModelCard:
-    """Write ``src``'s weights as fp16, without training state: the small file to ship."""
+def export_half(
+    src: str | Path, dst: str | Path, *, name: str | None = None, version: str | None = None
+) -> ModelCard:
+    """Write ``src``'s weights as fp16, without training state: the small file to ship.
+
+    ``load_model`` copies them into an fp32 network (``load_state_dict`` casts), so nothing else
+    needs to know. ``name``/``version`` rename the card.
+    """
     model, card = load_model(src)
+    card = replace(card, name=name or card.name, version=version or card.version)
     save_checkpoint(dst, model.half(), card)
     return card
