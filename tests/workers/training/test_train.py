@@ -127,6 +127,7 @@ def test_fine_tuning_from_a_published_checkpoint_drops_the_classifier_and_freeze
     with torch.no_grad():
         for module in source.modules():  # non-trivial statistics, to see that they survive
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.uniform_(-1, 1)
                 module.running_var.uniform_(0.5, 2)
     src_card = ModelCard("src", "1", source.config, Preprocess(resize=32, crop=32), ("a", "b", "c"))
