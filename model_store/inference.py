@@ -21,9 +21,9 @@ from model_store.tsm import TSM, ModelCard, load_model
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 GPU_BATCH_SIZE = 16  # the design's batch size
-# `tsmindex bench serve` (ResNet-50, 8x224 clips, bf16, a 2-core CPU shared with other jobs) gave
-# 0.2 clips/s at batch 1, about 0.4 at batch 4 and 0.4-0.6 at batches 8 and 16: 8 keeps the
-# throughput of 16 at half the per-batch latency (tens of seconds per batch on such a CPU).
+# `tsmindex bench serve` (ResNet-50, 8x224 clips, bf16, 2 cores shared with other jobs): about
+# 0.2 clips/s at batch 1, 0.4 at 4, and 0.4-0.6 at both 8 and 16 (equal within that host's noise).
+# 8 keeps that throughput at half the per-batch latency (15-20 s there) and fills more often.
 CPU_BATCH_SIZE = 8
 NPY_HEADER_SLACK = 4096  # an NPY header is at most a few hundred bytes; anything beyond is not a clip
 
