@@ -99,6 +99,25 @@ stop_one() {
     echo "$name stopped"
 }
 
+key_known() {
+    "$BIN/python" - "$1" <<'PY'
+import sys
+from sqlalchemy import select
+from services.core.apikeys import pepper
+from services.core.config import get_settings
+from services.core.db import create_db_engine, session_factory
+from services.core.models import ApiKey
+from services.core.security import hash_api_key
+
+settings = get_settings()
+key = open(sys.argv[1]).read().strip()
+engine = create_db_engine(settings.resolved_database_url)
+with session_factory(engine)() as session:
+    found = session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(key, pepper(settings))))
+sys.exit(0 if found else 1)
+PY
+}
+
 ensure_archive() {
     [[ -f "$ARCHIVE" ]] && return 0
     local checkpoint="${TSMINDEX_CHECKPOINT_PATH:-}"
@@ -151,6 +170,9 @@ if url.get_backend_name() == "postgresql":
             conn.execute(f'CREATE DATABASE "{url.database}"')
 PY
     "$BIN/tsmindex" db upgrade
+    if [[ -f "$STACK_DIR/api-key" ]] && ! key_known "$STACK_DIR/api-key"; then
+        rm -f "$STACK_DIR/api-key"  # a key of a database that is gone
+    fi
     if [[ ! -f "$STACK_DIR/api-key" ]]; then
         (umask 077 && "$BIN/tsmindex" apikey create stack >"$STACK_DIR/api-key")
     fi
