@@ -250,13 +250,16 @@ def _error_from_response(response: httpx.Response, index: int) -> InferenceError
 
 
 class InProcessEngine:
-    """The handler's inference code called directly, in batches of the served batch size."""
+    """The handler's inference code called directly, in batches of the served batch size
+    (``batch_size``, else ``TSMINDEX_INFERENCE_BATCH_SIZE``, else the device default)."""
 
     def __init__(self, model: ClipModel, *, batch_size: int | None = None) -> None:
         from model_store.inference import default_batch_size
 
         self.model = model
-        self.batch_size = batch_size or default_batch_size(model.device)
+        self.batch_size = (
+            batch_size or get_settings().inference_batch_size or default_batch_size(model.device)
+        )
 
     @classmethod
     def from_checkpoint(

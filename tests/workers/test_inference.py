@@ -67,6 +67,24 @@ def test_in_process_engine_batches_to_its_batch_size(
     assert {(p.model_name, p.model_version) for p in predictions} == {("tsm-engine-test", "e1")}
 
 
+def test_in_process_engine_takes_the_batch_size_from_settings_then_the_device(
+    clip_model: ClipModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model_store.inference import CPU_BATCH_SIZE
+    from services.core.config import get_settings
+
+    monkeypatch.delenv("TSMINDEX_INFERENCE_BATCH_SIZE", raising=False)
+    get_settings.cache_clear()
+    assert InProcessEngine(clip_model).batch_size == CPU_BATCH_SIZE
+    monkeypatch.setenv("TSMINDEX_INFERENCE_BATCH_SIZE", "3")
+    get_settings.cache_clear()
+    try:
+        assert InProcessEngine(clip_model).batch_size == 3
+        assert InProcessEngine(clip_model, batch_size=5).batch_size == 5
+    finally:
+        get_settings.cache_clear()
+
+
 def test_in_process_engine_rejects_a_bad_clip_before_any_work(clip_model: ClipModel) -> None:
     data = clips(3)
     data[2] = data[2][:, :32]
