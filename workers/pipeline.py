@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, tuple_
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import metrics
@@ -214,6 +216,17 @@ def index_video(job_id: uuid.UUID | str, ctx: PipelineContext) -> JobResult:
         result = _finish_failed(ctx, snapshot, "access_denied", str(exc))
     except StorageError as exc:
         result = _transient(ctx, snapshot, "storage_unavailable", exc)
+    except SQLAlchemyOperationalError as exc:
+        # The database went away mid-job: the job row cannot be updated now; the retry will.
+        raise TransientJobError(f"database_unavailable: {exc}") from exc
+    except SoftTimeLimitExceeded:
+        _finish_failed(ctx, snapshot, "time_limit", f"the job ran past {ctx.settings.job_time_limit_s:g} s")
+        raise
+    except Exception as exc:
+        # A defect: record it on the job (a late-acked task that raises is not redelivered, so the
+        # row would otherwise stay "running" for ever), then let the task fail loudly.
+        _finish_failed(ctx, snapshot, "internal_error", f"{type(exc).__name__}: {exc}")
+        raise
     return result
 
 

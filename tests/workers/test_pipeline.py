@@ -314,3 +314,33 @@ def test_embedded_mode_gives_the_served_labels(
         assert here.windows == there.windows
         assert [label for label, _ in here.labels] == [label for label, _ in there.labels]
         assert [s for _, s in here.labels] == pytest.approx([s for _, s in there.labels], abs=1e-5)
+
+
+class _BrokenClassifier:
+    """A backend with a defect: it raises something no handler expects."""
+
+    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False) -> Any:
+        raise ZeroDivisionError("division by zero")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unexpected_error_fails_the_job_and_is_raised(
+    tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    ctx = build_context(_settings(url, tmp_path, tiny_checkpoint), classifier=_BrokenClassifier())
+    job_id = _submit(ctx, videos[0])
+    with pytest.raises(ZeroDivisionError):
+        index_video(job_id, ctx)
+    job = _rows(ctx, job_id)[0]
+    assert (job.status, job.reason, job.detail) == (
+        "failed",
+        "internal_error",
+        "ZeroDivisionError: division by zero",
+    )
+    ctx.close()
