@@ -25,6 +25,8 @@ from model_store.tsm import (
     save_checkpoint,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 T = 3
 
 

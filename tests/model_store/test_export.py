@@ -19,6 +19,8 @@ from model_store.tsm.export import (
     select_dtype,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 T = 3
 
 

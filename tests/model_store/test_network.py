@@ -19,6 +19,8 @@ from model_store.tsm import (
     read_labels,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _model(
     arch: str = "resnet18", *, shift_div: int = 8, mode: Literal["offline", "causal"] = "offline"

@@ -8,6 +8,8 @@ from torch import nn
 
 from model_store.tsm import TSM, CacheSize, OnlineTSM, build_tsm
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 T = 4
 
 

@@ -11,6 +11,8 @@ from torchvision.models.resnet import BasicBlock
 
 from model_store.tsm import TemporalShift, build_tsm, temporal_shift
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _clips(n: int, t: int, c: int, hw: int = 2) -> Tensor:
     """Integer-valued [N*T, C, H, W]: 1000*clip + 100*(frame+1) + 10*channel + pixel (never 0)."""
