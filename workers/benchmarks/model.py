@@ -316,12 +316,12 @@ def write_results(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(results, indent=2) + "\n")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for place, points in results["shift_sweep"]["curves"].items():
+    curves = results["shift_sweep"]["curves"]
+    for (place, points), color in zip(curves.items(), ("tab:blue", "tab:orange"), strict=True):
+        x = [p["proportion"] for p in points]
+        left.plot(x, [100 * p["overhead_wall"] for p in points], "o-", color=color, label=f"{place} (wall)")
         left.plot(
-            [p["proportion"] for p in points],
-            [100 * p["overhead_wall"] for p in points],
-            marker="o",
-            label=f"{place} shift",
+            x, [100 * p["overhead_cpu"] for p in points], "s--", color=color, label=f"{place} (CPU time)"
         )
     left.axhline(0, color="grey", linewidth=0.8)
     left.set_xticks([p[1] for p in PROPORTIONS], [p[0] for p in PROPORTIONS])
