@@ -155,21 +155,16 @@ def render_table(report: dict[str, Any]) -> Any:
         f"(chance {report['chance']:.0%}), {cfg['train_count']} train / {cfg['test_count']} held-out clips, "
         f"{cfg['epochs']} epochs"
     )
-    for column in (
-        "model",
-        "shift",
-        "held-out top-1",
-        "held-out top-5",
-        "train top-1 (last epoch)",
-        "train time",
-    ):
+    top5 = len(cfg["classes"]) > 5  # with 5 classes or fewer top-5 is 100% by construction
+    columns = ["model", "shift", "held-out top-1", *(["held-out top-5"] if top5 else [])]
+    for column in (*columns, "train top-1 (last epoch)", "train time"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for row in report["results"]:
         table.add_row(
             row["variant"],
             "none" if row["shift_div"] == 0 else f"1/{row['shift_div']} + 1/{row['shift_div']}",
             f"{row['held_out_top1']:.1%}",
-            f"{row['held_out_top5']:.1%}",
+            *([f"{row['held_out_top5']:.1%}"] if top5 else []),
             f"{row['train_top1_last_epoch']:.1%}",
             f"{row['train_seconds'] / 60:.1f} min",
         )
