@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from workers.allocator import GLIBC_NO_TRIM
+
 # (label, proportion of channels shifted = 2 * fold / C, shift_div); 1 shifts half each way.
 PROPORTIONS: tuple[tuple[str, float, int], ...] = (
     ("0", 0.0, 0),
@@ -38,9 +40,6 @@ PROPORTIONS: tuple[tuple[str, float, int], ...] = (
 )
 PLACES: tuple[tuple[str, str], ...] = (("residual", "blockres"), ("in-place", "block"))
 
-# The glibc setting the infra scripts export: never return big buffers with munmap/trim, so each
-# batch reuses the previous batch's pages instead of faulting fresh zeroed ones in.
-GLIBC_NO_TRIM = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 _MALLOC_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD")
 
 Progress = Callable[[str], None]

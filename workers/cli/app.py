@@ -15,6 +15,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
+    from workers.allocator import reexec_with_allocator_env
+
+    reexec_with_allocator_env()  # before torch allocates anything
     import workers.cli  # noqa: F401  (registers every command module)
 
     app()
