@@ -102,7 +102,7 @@ def train_command(
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint (ours, or official with --arch etc.)."),
+    checkpoint: Path = typer.Argument(..., help="Ours, or an official one under its published name."),
     data: Path = typer.Argument(..., help="Folder per class, or a CSV/JSONL of (path, label)."),
     out: Path = typer.Option(Path("var/eval"), "--out", "-o", help="Writes eval.json and confusion.png."),
     decoder: str = typer.Option(
