@@ -9,12 +9,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +20,7 @@ import httpx
 import numpy as np
 
 from services.core.config import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "infra" / "scripts" / "torchserve.sh"
+from workers.torchserve_process import served
 
 
 @dataclass(frozen=True)
@@ -41,58 +36,6 @@ class ServeRow:
 def random_clips(n: int, shape: tuple[int, int, int, int], *, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(n)]
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-@contextmanager
-def served(
-    archive: Path, run_dir: Path, *, batch_size: int, max_batch_delay_ms: int, workers: int = 1
-) -> Iterator[Settings]:
-    """A TorchServe for ``archive`` on free loopback ports (via torchserve.sh); yields client settings."""
-    inference, management, metrics, grpc_i, grpc_m = _free_ports(5)
-    values = {
-        "TSMINDEX_TORCHSERVE_INFERENCE_URL": f"http://127.0.0.1:{inference}",
-        "TSMINDEX_TORCHSERVE_MANAGEMENT_URL": f"http://127.0.0.1:{management}",
-        "TSMINDEX_TORCHSERVE_METRICS_URL": f"http://127.0.0.1:{metrics}",
-        "TSMINDEX_TORCHSERVE_GRPC_INFERENCE_PORT": str(grpc_i),
-        "TSMINDEX_TORCHSERVE_GRPC_MANAGEMENT_PORT": str(grpc_m),
-        "TSMINDEX_INFERENCE_BATCH_SIZE": str(batch_size),
-        "TSMINDEX_TORCHSERVE_MAX_BATCH_DELAY_MS": str(max_batch_delay_ms),
-        "TSMINDEX_TORCHSERVE_WORKERS": str(workers),
-        "TSMINDEX_MODEL_NAME": "tsm",
-    }
-    env = {**os.environ, **values, "TSMINDEX_TORCHSERVE_RUN_DIR": str(run_dir)}
-    _script("start", str(archive), env=env)
-    try:
-        yield Settings(
-            torchserve_inference_url=values["TSMINDEX_TORCHSERVE_INFERENCE_URL"],
-            torchserve_management_url=values["TSMINDEX_TORCHSERVE_MANAGEMENT_URL"],
-            torchserve_metrics_url=values["TSMINDEX_TORCHSERVE_METRICS_URL"],
-            torchserve_token=None,
-            torchserve_key_file=run_dir / "key_file.json",
-            inference_batch_size=batch_size,
-            model_name="tsm",
-        )
-    finally:
-        _script("stop", env=env)
-
-
-def _script(command: str, *args: str, env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [str(SCRIPT), command, *args], env=env, capture_output=True, text=True, timeout=600
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"torchserve.sh {command} failed:\n{result.stdout}\n{result.stderr}")
 
 
 def handler_counts(settings: Settings) -> tuple[float, float]:
