@@ -10,11 +10,9 @@ import boto3
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from services.api.main import create_app
-from services.core.apikeys import create_api_key
-from services.core.config import Mode, Settings
+from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, Video, VideoLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
@@ -25,36 +23,10 @@ MAX_UPLOAD = 300_000
 
 
 @pytest.fixture()
-def settings(migrated_postgres_url: str, moto_endpoint: str, s3_bucket: str, redis_url: str) -> Settings:
-    return Settings(
-        mode=Mode.platform,
-        api_keys_pepper=SecretStr("pepper"),
-        database_url=migrated_postgres_url,
-        redis_url=redis_url,
-        storage_backend="s3",
-        s3_endpoint_url=moto_endpoint,
-        s3_bucket=s3_bucket,
-        s3_access_key_id=SecretStr("test"),
-        s3_secret_access_key=SecretStr("test"),
-        max_upload_bytes=MAX_UPLOAD,
-        model_version=f"v-{uuid.uuid4().hex[:8]}",  # this test's own index
-        inference_backend="torchserve",
+def settings(platform_settings: Settings) -> Settings:
+    return platform_settings.model_copy(
+        update={"max_upload_bytes": MAX_UPLOAD, "inference_backend": "torchserve"}
     )
-
-
-@pytest.fixture()
-def api_key(settings: Settings) -> str:
-    engine = create_db_engine(settings.resolved_database_url)
-    with session_factory(engine).begin() as session:
-        _, key = create_api_key(session, settings, name="test")
-    engine.dispose()
-    return key
-
-
-@pytest.fixture()
-def client(settings: Settings, api_key: str) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {api_key}"}) as c:
-        yield c
 
 
 @pytest.fixture()

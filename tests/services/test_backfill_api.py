@@ -11,42 +11,18 @@ import boto3
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import update
 
-from services.api.main import create_app
-from services.core.apikeys import create_api_key
 from services.core.backfill import build_runner
-from services.core.config import Mode, Settings
+from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, JobStatus
 from services.core.queue import BACKFILL_PREFIX_TASK, INDEX_QUEUE, create_producer
 
 
 @pytest.fixture()
-def settings(migrated_postgres_url: str, moto_endpoint: str, s3_bucket: str, redis_url: str) -> Settings:
-    return Settings(
-        mode=Mode.platform,
-        api_keys_pepper=SecretStr("pepper"),
-        database_url=migrated_postgres_url,
-        redis_url=redis_url,
-        storage_backend="s3",
-        s3_endpoint_url=moto_endpoint,
-        s3_bucket=s3_bucket,
-        s3_access_key_id=SecretStr("test"),
-        s3_secret_access_key=SecretStr("test"),
-        model_version=f"v-{uuid.uuid4().hex[:8]}",
-    )
-
-
-@pytest.fixture()
-def client(settings: Settings) -> Iterator[TestClient]:
-    engine = create_db_engine(settings.resolved_database_url)
-    with session_factory(engine).begin() as session:
-        _, key = create_api_key(session, settings, name="test")
-    engine.dispose()
-    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
-        yield c
+def settings(platform_settings: Settings) -> Settings:
+    return platform_settings
 
 
 @pytest.fixture()
