@@ -170,7 +170,11 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, crf: int 
         stream.options = {"crf": str(crf), "preset": "veryfast"}
         stream.codec_context.thread_count = 1  # tiny frames: threads only add overhead
         for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            # Convert to YUV here rather than inside encode(): PyAV's encoder-side conversion gave
+            # different pixels for the same frames after other encodes in the process had run,
+            # which broke "same seed, same dataset".
+            yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
