@@ -98,3 +98,13 @@ def test_db_upgrade_and_apikey_create(data_dir: Path, monkeypatch: pytest.Monkey
         row = session.scalars(select(ApiKey)).one()
         assert (row.name, row.key_hash, row.prefix) == ("ci", hash_api_key(key, "pepper"), key[:12])
     engine.dispose()
+
+
+def test_demo_labels_fresh_motion_clips_with_the_shipped_model(data_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--videos", "8"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("succeeded") == 8
+    assert "8/8 clips got their true direction as the top label" in result.output
+    assert sorted(p.parent.name for p in (data_dir / "samples" / "motion").glob("*/*.mp4")) == sorted(
+        ["down", "left", "right", "up"] * 2
+    )

@@ -241,26 +241,37 @@ def apikey_create_cmd(name: Annotated[str, typer.Argument(help="who or what the 
 
 @app.command("demo")
 def demo_cmd(
-    videos: Annotated[int, typer.Option(help="sample videos to generate")] = 3,
+    videos: Annotated[int, typer.Option(help="videos to generate")] = 8,
+    seed: Annotated[int, typer.Option(help="seed of the generated motion clips")] = 2024,
     checkpoint: CheckpointOpt = None,
 ) -> None:
-    """Generate sample videos and index them in embedded mode (random-init model unless configured)."""
-    from workers.demo import write_random_checkpoint, write_sample_videos
-
+    """Generate videos and index them in embedded mode: motion clips labelled by the shipped motion
+    model, or, with a model of your own, sample videos."""
     settings = _settings()
-    samples = write_sample_videos(settings.data_dir / "samples", count=videos)
-    console.print(f"generated {len(samples)} sample videos in {settings.data_dir / 'samples'}")
+    samples = settings.data_dir / "samples"
     model = checkpoint or settings.checkpoint_path
-    if model is None:
-        model = settings.data_dir / "models" / "tsm-random.pt"
-        if not model.exists():
-            write_random_checkpoint(model)
+    shipped = model is None
+    if shipped:
+        from workers.training.shipped import SHIPPED_MODEL, write_demo_clips
+
+        model = SHIPPED_MODEL
+        write_demo_clips(samples / "motion", count=videos, seed=seed)
+        files = sorted((samples / "motion").glob("*/*.mp4"))
         console.print(
-            f"[yellow]model: random-init TSM-ResNet18 ({model}); labels are arbitrary. "
-            "Set TSMINDEX_CHECKPOINT_PATH to trained weights for real ones.[/yellow]"
+            f"model: the shipped motion model ({model.name}), which knows left/right/up/down; "
+            f"{len(files)} new motion clips in {samples / 'motion'}, each named after its true "
+            "direction (the model sees only pixels)"
         )
-    results = _run_index(samples, model, {})
-    console.print(_results_table(results, top=5))
+    else:
+        from workers.demo import write_sample_videos
+
+        files = write_sample_videos(samples, count=videos)
+        console.print(f"generated {len(files)} sample videos in {samples}")
+    results = _run_index(files, model, {})
+    console.print(_results_table(results, top=3))
+    if shipped:
+        right = sum(1 for r in results if r.labels and r.labels[0][0] == r.path.parent.name)
+        console.print(f"{right}/{len(results)} clips got their true direction as the top label")
     best = next((r.labels[0][0] for r in results if r.labels), None)
     if best is not None:
         console.print(f"next: tsmindex search {best!r}")
