@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from prometheus_client import Metric
 from prometheus_client.metrics import MetricWrapperBase
 from sqlalchemy.orm import sessionmaker

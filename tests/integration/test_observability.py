@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from pydantic import SecretStr
 from sqlalchemy import distinct, func, select, tuple_

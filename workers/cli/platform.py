@@ -251,7 +251,7 @@ def demo_cmd(
     samples = settings.data_dir / "samples"
     model = checkpoint or settings.checkpoint_path
     shipped = model is None
-    if shipped:
+    if model is None:
         from workers.training.shipped import SHIPPED_MODEL, write_demo_clips
 
         model = SHIPPED_MODEL
