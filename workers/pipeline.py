@@ -43,10 +43,11 @@ from services.core.storage import (
     make_storage,
     parse_s3_uri,
     s3_client,
+    s3_object_size,
     sha256_file,
 )
 from workers.inference import ClipClassifier, ClipPrediction, InferenceError
-from workers.media.errors import MediaError
+from workers.media.errors import MediaError, TooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,10 @@ def _fetch(job: _JobSnapshot, ctx: PipelineContext, tmp: Path) -> Path:
         return path  # embedded mode reads the user's file where it is
     if uri.startswith("s3://"):
         bucket, key = parse_s3_uri(uri)
+        # Refuse an oversized object before paying for its download.
+        size = s3_object_size(ctx.s3(), bucket, key)
+        if size > ctx.settings.max_upload_bytes:
+            raise TooLargeError(f"{uri} is {size} bytes; the limit is {ctx.settings.max_upload_bytes}")
         dest = tmp / "video"
         download_s3_object(ctx.s3(), bucket, key, dest)
         return dest

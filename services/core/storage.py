@@ -173,6 +173,10 @@ def _s3_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise StorageError(str(exc)) from exc
 
 
+def s3_object_size(client: Any, bucket: str, key: str) -> int:
+    return int(_s3_call(client.head_object, Bucket=bucket, Key=key)["ContentLength"])
+
+
 def download_s3_object(client: Any, bucket: str, key: str, dest: Path) -> None:
     _s3_call(client.download_file, bucket, key, str(dest))
 

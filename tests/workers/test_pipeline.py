@@ -39,6 +39,8 @@ pg_database = platform_servers.pg_database
 postgres_url = platform_servers.postgres_url
 migrated_postgres_url = platform_servers.migrated_postgres_url
 tiny_checkpoint = platform_servers.tiny_checkpoint
+moto_endpoint = platform_servers.moto_endpoint
+s3_bucket = platform_servers.s3_bucket
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +200,56 @@ def test_corrupt_video_fails_with_its_reason_and_the_next_job_runs(
 def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) -> None:
     job_id = _submit(ctx, tmp_path / "gone.mp4")
     assert (index_video(job_id, ctx).reason, _rows(ctx, job_id)[0].status) == ("source_missing", "failed")
+
+
+def test_s3_source_over_the_size_limit_fails_before_its_download(
+    tmp_path: Path, tiny_checkpoint: Path, videos: list[Path], moto_endpoint: str, s3_bucket: str
+) -> None:
+    import boto3
+
+    body = videos[0].read_bytes()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
+    engine = create_db_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    outcomes = []
+    for i, limit in enumerate((len(body) - 1, len(body))):
+        s3.put_object(Bucket=s3_bucket, Key=f"cam/{i}.mp4", Body=body)
+        settings = _settings(
+            url,
+            tmp_path,
+            tiny_checkpoint,
+            s3_endpoint_url=moto_endpoint,
+            s3_access_key_id=SecretStr("test"),
+            s3_secret_access_key=SecretStr("test"),
+            max_upload_bytes=limit,
+        )
+        context = build_context(settings)
+        with context.sessions.begin() as session:
+            video = Video(source_uri=f"s3://{s3_bucket}/cam/{i}.mp4")
+            session.add(video)
+            session.flush()
+            job = Job(video_id=video.id, model_name="tsm", model_version=settings.model_version, options={})
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        result = index_video(job_id, context)
+        outcomes.append((result.status, result.reason, result.detail))
+        context.close()
+    # The limit is checked on the object's size from S3, before any byte is fetched.
+    assert outcomes[0] == (
+        "failed",
+        "too_large",
+        f"s3://{s3_bucket}/cam/0.mp4 is {len(body)} bytes; the limit is {len(body) - 1}",
+    )
+    assert outcomes[1][:2] == ("succeeded", None)
 
 
 def test_transient_errors_retry_until_the_attempt_cap(
