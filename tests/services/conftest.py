@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -11,6 +12,7 @@ from services.api.main import create_app
 from services.core.apikeys import create_api_key
 from services.core.config import Mode, Settings
 from services.core.db import create_db_engine, session_factory
+from services.core.queue import INDEX_QUEUE
 from tests.platform_servers import *  # noqa: F403
 
 
@@ -48,3 +50,12 @@ def api_key(settings: Settings) -> str:
 def client(settings: Settings, api_key: str) -> Iterator[TestClient]:
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {api_key}"}) as c:
         yield c
+
+
+@pytest.fixture()
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    """The index queue on this run's Redis database, empty before and after the test."""
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete(INDEX_QUEUE)
+    yield r
+    r.delete(INDEX_QUEUE)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,6 @@ def settings(platform_settings: Settings) -> Settings:
     )
 
 
-@pytest.fixture()
-def queue(settings: Settings) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(settings.redis_url)
-    r.delete(INDEX_QUEUE)
-    yield r
-    r.delete(INDEX_QUEUE)
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("videos")
@@ -54,9 +45,9 @@ def _bucket_keys(settings: Settings) -> list[str]:
     return [o["Key"] for o in s3.list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])]
 
 
-def _queued_job_ids(queue: redis.Redis) -> list[str]:
+def _queued_job_ids(broker: redis.Redis) -> list[str]:
     ids = []
-    raws: list[bytes] = queue.lrange(INDEX_QUEUE, 0, -1)  # type: ignore[assignment]  # sync client
+    raws: list[bytes] = broker.lrange(INDEX_QUEUE, 0, -1)  # type: ignore[assignment]  # sync client
     for raw in raws:
         message = json.loads(raw)
         assert message["headers"]["task"] == INDEX_VIDEO_TASK
@@ -79,7 +70,7 @@ def test_health_is_open_and_everything_else_needs_a_key(settings: Settings, api_
 
 
 def test_upload_creates_one_job_and_enqueues_its_id(
-    client: TestClient, settings: Settings, queue: redis.Redis, videos: list[Path]
+    client: TestClient, settings: Settings, broker: redis.Redis, videos: list[Path]
 ) -> None:
     response = _upload(client, videos[0], top_k="3", include="a, b", webhook_url="")
     assert response.status_code == 202, response.text
@@ -88,7 +79,7 @@ def test_upload_creates_one_job_and_enqueues_its_id(
     assert (job["status"], job["attempts"], job["duplicate"]) == ("queued", 0, False)
     assert job["model"] == {"name": "tsm", "version": settings.model_version}
     assert job["options"] == {"top_k": 3, "include": ["a", "b"]}
-    assert _queued_job_ids(queue) == [job["id"]]
+    assert _queued_job_ids(broker) == [job["id"]]
     assert len(_bucket_keys(settings)) == 1
 
     engine = create_db_engine(settings.resolved_database_url)
@@ -149,12 +140,12 @@ def test_upload_errors(client: TestClient, settings: Settings, tmp_path: Path, v
     assert _bucket_keys(settings) == []
 
 
-def test_s3_source(client: TestClient, queue: redis.Redis) -> None:
+def test_s3_source(client: TestClient, broker: redis.Redis) -> None:
     response = client.post("/v1/videos", json={"source_uri": "s3://media/cats/1.mp4", "top_k": 2})
     assert response.status_code == 202, response.text
     assert response.json()["options"] == {"top_k": 2}
     assert client.post("/v1/videos", json={"source_uri": "s3://media/cats/1.mp4"}).json()["duplicate"] is True
-    assert _queued_job_ids(queue) == [response.json()["id"]] * 2  # never started: sent again
+    assert _queued_job_ids(broker) == [response.json()["id"]] * 2  # never started: sent again
     assert client.post("/v1/videos", json={"source_uri": "http://x/y.mp4"}).status_code == 422
 
 
@@ -245,7 +236,7 @@ def test_readyz_reports_each_dependency(client: TestClient) -> None:
 
 
 def test_broker_down_answers_503_and_a_resubmission_sends_the_job(
-    settings: Settings, api_key: str, queue: redis.Redis, tmp_path: Path
+    settings: Settings, api_key: str, broker: redis.Redis, tmp_path: Path
 ) -> None:
     video = make_video(tmp_path / "while-down.mp4", frames=30, size=(96, 64))
     down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
@@ -258,4 +249,4 @@ def test_broker_down_answers_503_and_a_resubmission_sends_the_job(
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
         again = _upload(client, video)
     assert (again.status_code, again.json()["id"]) == (200, job_id)
-    assert _queued_job_ids(queue) == [job_id]
+    assert _queued_job_ids(broker) == [job_id]

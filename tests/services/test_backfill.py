@@ -88,14 +88,6 @@ def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture()
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(settings.redis_url)
-    r.delete(INDEX_QUEUE)
-    yield r
-    r.delete(INDEX_QUEUE)
-
-
-@pytest.fixture()
 def s3(settings: Settings) -> Any:
     return boto3.client(
         "s3",

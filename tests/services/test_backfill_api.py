@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any, cast
 
 import boto3
@@ -23,14 +22,6 @@ from services.core.queue import BACKFILL_PREFIX_TASK, INDEX_QUEUE, create_produc
 @pytest.fixture()
 def settings(platform_settings: Settings) -> Settings:
     return platform_settings
-
-
-@pytest.fixture()
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(settings.redis_url)
-    r.delete(INDEX_QUEUE)
-    yield r
-    r.delete(INDEX_QUEUE)
 
 
 @pytest.fixture()
