@@ -167,12 +167,12 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, crf: int 
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        # x264's macroblock-tree rate control, with its assembly on, came out different from run to
+        # run on 32 px frames (a few bytes of one keyframe, then every pixel after it), which broke
+        # "same seed, same dataset"; without it, 30 encodes of one clip gave one file.
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
         stream.codec_context.thread_count = 1  # tiny frames: threads only add overhead
         for rgb in frames:
-            # Convert to YUV here rather than inside encode(): PyAV's encoder-side conversion gave
-            # different pixels for the same frames after other encodes in the process had run,
-            # which broke "same seed, same dataset".
             yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             for packet in stream.encode(yuv):
                 container.mux(packet)

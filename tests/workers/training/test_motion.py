@@ -86,6 +86,8 @@ def test_dataset_is_balanced_decodable_and_reproducible(tmp_path: Path) -> None:
     assert again.read_text() == labels.read_text()
     same = decode_clip(tmp_path / "b" / rows[0]["path"], resize=32, pick=np.arange)
     np.testing.assert_array_equal(same, frames)
+    for row in rows:  # the same bytes, not only the same first clip
+        assert (tmp_path / "b" / row["path"]).read_bytes() == (tmp_path / "a" / row["path"]).read_bytes()
 
     other = make_motion_dataset(tmp_path / "c", count=14, seed=6, spec=spec)
     with other.open() as fh:
