@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.core import search
 from services.core.apikeys import pepper
 from services.core.config import Settings
 from services.core.models import ApiKey
@@ -69,3 +70,13 @@ def get_api_key(
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+
+
+def parse_cursor(cursor: str | None) -> search.Cursor | None:
+    """A search page's ``cursor`` query parameter, or 422 when it is not one we issued."""
+    if cursor is None:
+        return None
+    try:
+        return search.Cursor.decode(cursor)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc

@@ -104,6 +104,23 @@ class SearchPage(BaseModel):
     next_cursor: str | None
 
 
+class MomentHit(BaseModel):
+    video_id: uuid.UUID
+    filename: str | None
+    window_index: int
+    start_ms: int
+    end_ms: int
+    label: str
+    score: float
+    rank: int
+    model: ModelRef
+
+
+class MomentPage(BaseModel):
+    items: list[MomentHit]
+    next_cursor: str | None
+
+
 class LabelCount(BaseModel):
     label: str
     videos: int

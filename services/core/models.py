@@ -196,7 +196,8 @@ class WindowLabel(Base):
     __tablename__ = "window_labels"
     __table_args__ = (
         UniqueConstraint("video_id", "model_name", "model_version", "window_index", "label"),
-        Index("ix_window_labels_label_score", "label", "score"),
+        # Moment search: the same keyset pages as video search, per window.
+        Index("ix_window_labels_label_score_id", "label", "score", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

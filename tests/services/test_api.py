@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 from services.api.main import create_app
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import Job, Video, VideoLabel
+from services.core.models import Job, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
 from tests.platform_servers import free_port
 from workers.media.synth import make_video
@@ -149,8 +150,11 @@ def test_s3_source(client: TestClient, broker: redis.Redis) -> None:
     assert client.post("/v1/videos", json={"source_uri": "http://x/y.mp4"}).status_code == 422
 
 
-def _index(settings: Settings, labels: dict[str, float]) -> uuid.UUID:
-    """A video indexed with the given label scores, written as the pipeline writes them."""
+def _index(
+    settings: Settings, labels: dict[str, float], windows: Sequence[dict[str, float]] = ()
+) -> uuid.UUID:
+    """A video indexed with the given label scores, and windows of 10 s with their own, written as the
+    pipeline writes them."""
     engine = create_db_engine(settings.resolved_database_url)
     with session_factory(engine).begin() as session:
         video = Video(sha256=uuid.uuid4().hex * 2, filename="x.mp4", duration_s=2.0)
@@ -171,6 +175,22 @@ def _index(settings: Settings, labels: dict[str, float]) -> uuid.UUID:
                     rank=rank,
                 )
             )
+        for index, scores in enumerate(windows):
+            for rank, (label, score) in enumerate(sorted(scores.items(), key=lambda kv: -kv[1]), start=1):
+                session.add(
+                    WindowLabel(
+                        video_id=video.id,
+                        model_name="tsm",
+                        model_version=settings.model_version,
+                        window_index=index,
+                        start_ms=index * 10_000,
+                        end_ms=(index + 1) * 10_000,
+                        label=label,
+                        label_index=rank,
+                        score=score,
+                        rank=rank,
+                    )
+                )
         video_id = video.id
     engine.dispose()
     return video_id
@@ -212,6 +232,39 @@ def test_search_pages_by_score_and_labels_count_videos(client: TestClient, setti
         ("other", 0.05, 2),
     ]
     assert detail["model"] == {"name": "tsm", "version": settings.model_version}
+
+
+def test_moments_page_through_windows_best_first(client: TestClient, settings: Settings) -> None:
+    label = f"surfing-{uuid.uuid4().hex[:6]}"
+    # Two videos: the label peaks in the middle of the first, at the end of the second.
+    first = _index(settings, {label: 0.5}, [{label: 0.2}, {label: 0.9, "x": 0.1}, {label: 0.4}])
+    second = _index(settings, {label: 0.3}, [{"x": 0.8}, {label: 0.6}])
+    seen: list[tuple[str, int, int, int, float]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"label": label, "min_score": 0.3, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/moments", params=params).json()
+        seen += [
+            (hit["video_id"], hit["window_index"], hit["start_ms"], hit["end_ms"], hit["score"])
+            for hit in page["items"]
+        ]
+        assert all(hit["label"] == label and hit["rank"] == 1 for hit in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [
+        (str(first), 1, 10_000, 20_000, 0.9),
+        (str(second), 1, 10_000, 20_000, 0.6),
+        (str(first), 2, 20_000, 30_000, 0.4),
+    ]
+    assert client.get("/v1/moments", params={"label": label, "cursor": "%%%"}).status_code == 422
+    assert client.get("/v1/moments", params={"label": label, "min_score": 2}).status_code == 422
+    other_model = {"label": label, "model_version": "never-deployed"}
+    assert client.get("/v1/moments", params=other_model).json()["items"] == []
+    anonymous = client.get("/v1/moments", params={"label": label}, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
 
 
 def test_delete_removes_rows_and_bytes(client: TestClient, settings: Settings, tmp_path: Path) -> None:

@@ -1,30 +1,42 @@
-"""Label search stays an index range scan on a large index (Postgres)."""
+"""Label and moment search stay index range scans on large indexes (Postgres)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+import pytest
+from sqlalchemy import Connection, Engine, Select, text
 
+from services.core import search
 from services.core.db import create_db_engine
-from services.core.models import Video, VideoLabel
 
-VIDEOS, LABELS_PER_VIDEO, VOCABULARY = 20_000, 20, 400
+VIDEOS, LABELS_PER_ROW, VOCABULARY = 20_000, 20, 400
+WINDOWS = 3  # per video, each with LABELS_PER_ROW // 4 labels
 
 
-def _plan_nodes(plan: dict[str, object]) -> list[dict[str, object]]:
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     nodes = [plan]
-    for child in plan.get("Plans", []):  # type: ignore[attr-defined]
+    for child in plan.get("Plans", []):
         nodes += _plan_nodes(child)
     return nodes
 
 
-def test_search_uses_the_label_score_index(migrated_postgres_url: str) -> None:
+def _plan(conn: Connection, engine: Engine, query: Select[Any]) -> list[dict[str, Any]]:
+    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+    raw = conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
+    return _plan_nodes((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
+
+
+@pytest.fixture(scope="module")
+def populated(migrated_postgres_url: str) -> Iterator[Engine]:
+    """400 000 video label rows and 300 000 window label rows under one model version."""
     engine = create_db_engine(migrated_postgres_url)
     version = f"plan-{uuid.uuid4().hex[:8]}"
+    label = "'label ' || ((i * 7 + r * 20) % :k), (i * 7 + r * 20) % :k, random(), r"
     with engine.begin() as conn:
-        # 400 000 label rows: one per (video, label) for 20 of the 400 labels per video.
         conn.execute(
             text(
                 "INSERT INTO videos (id, sha256, created_at) "
@@ -36,29 +48,41 @@ def test_search_uses_the_label_score_index(migrated_postgres_url: str) -> None:
             text(
                 "INSERT INTO video_labels"
                 " (video_id, model_name, model_version, label, label_index, score, rank)"
-                " SELECT md5(:v || i)::uuid, 'tsm', :v, 'label ' || ((i * 7 + r * 20) % :k),"
-                " (i * 7 + r * 20) % :k, random(), r"
+                f" SELECT md5(:v || i)::uuid, 'tsm', :v, {label}"
                 " FROM generate_series(1, :n) i, generate_series(1, :per) r"
             ),
-            {"v": version, "n": VIDEOS, "per": LABELS_PER_VIDEO, "k": VOCABULARY},
+            {"v": version, "n": VIDEOS, "per": LABELS_PER_ROW, "k": VOCABULARY},
         )
-        conn.execute(text("ANALYZE videos"))
-        conn.execute(text("ANALYZE video_labels"))
-
-        # The API's query for a second page (keyset cursor), as SQL.
-        query = (
-            select(VideoLabel, Video)
-            .join(Video, Video.id == VideoLabel.video_id)
-            .where(VideoLabel.label == "label 7", VideoLabel.score >= 0.2)
-            .where(or_(VideoLabel.score < 0.9, and_(VideoLabel.score == 0.9, VideoLabel.id < 10**9)))
-            .order_by(VideoLabel.score.desc(), VideoLabel.id.desc())
-            .limit(51)
+        conn.execute(
+            text(
+                "INSERT INTO window_labels (video_id, model_name, model_version, window_index, start_ms,"
+                " end_ms, label, label_index, score, rank)"
+                f" SELECT md5(:v || i)::uuid, 'tsm', :v, w, w * 10000, (w + 1) * 10000, {label}"
+                " FROM generate_series(1, :n) i, generate_series(0, :w - 1) w, generate_series(1, :per) r"
+            ),
+            {"v": version, "n": VIDEOS, "w": WINDOWS, "per": LABELS_PER_ROW // 4, "k": VOCABULARY},
         )
-        compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
-        raw = conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
+        for table in ("videos", "video_labels", "window_labels"):
+            conn.execute(text(f"ANALYZE {table}"))
+    yield engine  # the run's database is dropped at the end of the run
     engine.dispose()
-    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    nodes = _plan_nodes(plan)
-    scans = [n for n in nodes if n.get("Relation Name") == "video_labels"]
-    assert [n["Index Name"] for n in scans] == ["ix_video_labels_label_score_id"]
-    assert not any(n["Node Type"] == "Sort" for n in nodes)  # rows come out of the index in order
+
+
+@pytest.mark.parametrize(
+    ("hits", "table", "index"),
+    [
+        (search.video_hits, "video_labels", "ix_video_labels_label_score_id"),
+        (search.moment_hits, "window_labels", "ix_window_labels_label_score_id"),
+    ],
+)
+def test_search_pages_come_out_of_the_label_score_index(
+    populated: Engine, hits: Any, table: str, index: str
+) -> None:
+    engine = populated
+    # The API's query for a second page (keyset cursor), as SQL.
+    query = hits("label 7", min_score=0.2, after=search.Cursor(0.9, 10**9), limit=51)
+    with engine.connect() as conn:
+        nodes = _plan(conn, engine, query)
+    scans = [n for n in nodes if n.get("Relation Name") == table]
+    assert [n["Index Name"] for n in scans] == [index]
+    assert not any("Sort" in n["Node Type"] for n in nodes)  # rows come out of the index in order

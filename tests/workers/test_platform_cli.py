@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from services.core.config import get_settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import ApiKey
+from services.core.models import ApiKey, WindowLabel
 from services.core.security import hash_api_key
 from tests import platform_servers
 from workers.cli import app
@@ -61,6 +62,23 @@ def test_index_then_search(data_dir: Path, tiny_checkpoint: Path, tmp_path: Path
     assert "pan-long.mp4" in found.output
     missing = runner.invoke(app, ["search", "no such label"])
     assert missing.exit_code == 1
+
+    engine = create_db_engine(get_settings().resolved_database_url)
+    with session_factory(engine)() as session:
+        windows = session.scalars(
+            select(WindowLabel)
+            .where(WindowLabel.label == best)
+            .order_by(WindowLabel.score.desc(), WindowLabel.id.desc())
+        ).all()
+    engine.dispose()
+    assert windows
+    moments = runner.invoke(app, ["search", best, "--moments"], terminal_width=200)
+    assert moments.exit_code == 0, moments.output
+    shown = [line for line in moments.output.splitlines() if re.search(r"│ \d\.\d{3} │", line)]
+    assert len(shown) == len(windows)
+    for line, window in zip(shown, windows, strict=True):  # best first, each with its time span
+        assert f"{window.score:.3f}" in line
+        assert f"{window.start_ms / 1000:.1f} s" in line and f"{window.end_ms / 1000:.1f} s" in line
 
 
 def test_index_without_a_model_says_how_to_get_one(data_dir: Path, tmp_path: Path) -> None:

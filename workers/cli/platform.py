@@ -126,32 +126,34 @@ def index_cmd(
 @app.command("search")
 def search_cmd(
     label: Annotated[str, typer.Argument(help="a label, e.g. 'juggling balls'")],
-    min_score: Annotated[float, typer.Option(help="minimum video-level score")] = 0.0,
+    min_score: Annotated[float, typer.Option(help="minimum score (video-level, or per window)")] = 0.0,
+    moments: Annotated[bool, typer.Option("--moments", help="list time windows instead of videos")] = False,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
 ) -> None:
-    """Search the index for videos with a label, best score first."""
-    from sqlalchemy import select
-
+    """Search the index for videos with a label (or, with --moments, the windows), best score first."""
+    from services.core import search
     from services.core.db import create_db_engine, session_factory
-    from services.core.models import Video, VideoLabel
 
     engine = create_db_engine(_settings().resolved_database_url)
+    hits = search.moment_hits if moments else search.video_hits
     with session_factory(engine)() as session:
-        rows = session.execute(
-            select(VideoLabel, Video)
-            .join(Video, Video.id == VideoLabel.video_id)
-            .where(VideoLabel.label == label, VideoLabel.score >= min_score)
-            .order_by(VideoLabel.score.desc(), VideoLabel.id.desc())
-            .limit(limit)
-        ).all()
+        rows = session.execute(hits(label, min_score=min_score, limit=limit)).all()
     engine.dispose()
-    table = Table(title=f"Videos labelled {label!r}")
-    for column in ("score", "video", "duration", "model", "id"):
-        table.add_column(column, justify="right" if column in ("score", "duration") else "left")
-    for vl, video in rows:
-        duration = f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"
+    table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
+    columns = (
+        ("score", "video", "from", "to", "model", "id")
+        if moments
+        else ("score", "video", "duration", "model", "id")
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("video", "model", "id") else "right")
+    for hit, video in rows:
         name = video.filename or video.source_uri or "-"
-        table.add_row(f"{vl.score:.3f}", name, duration, f"{vl.model_name}:{vl.model_version}", str(video.id))
+        if moments:
+            span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
+        else:
+            span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]
+        table.add_row(f"{hit.score:.3f}", name, *span, f"{hit.model_name}:{hit.model_version}", str(video.id))
     console.print(table)
     if not rows:
         raise typer.Exit(1)

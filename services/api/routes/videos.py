@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -15,12 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, StorageDep
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, StorageDep, parse_cursor
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
     IndexOptions,
@@ -33,7 +30,7 @@ from services.api.schemas import (
     VideoOut,
     WindowOut,
 )
-from services.core import metrics
+from services.core import metrics, search
 from services.core.config import Settings
 from services.core.models import IdempotencyKey, Job, JobStatus, Video, VideoLabel, WindowLabel
 from services.core.queue import enqueue_index_video
@@ -256,7 +253,7 @@ async def _accept_upload(
         and int(declared) > settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     ):
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"uploads are limited to {settings.max_upload_bytes} bytes",
         )
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory.
@@ -291,7 +288,7 @@ async def _accept_upload(
             )
         except UploadTooLargeError as exc:
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"uploads are limited to {exc.limit} bytes"
+                status.HTTP_413_CONTENT_TOO_LARGE, f"uploads are limited to {exc.limit} bytes"
             ) from exc
         metrics.UPLOADED_BYTES.inc(stored.size_bytes)
         try:
@@ -325,7 +322,7 @@ async def _accept_source(
 ) -> Registration:
     body = await request.body()
     if len(body) > MAX_JSON_BYTES:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "JSON body too large")
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "JSON body too large")
     try:
         source = SourceRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -343,18 +340,6 @@ async def _accept_source(
     )
 
 
-def _encode_cursor(score: float, row_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([score, row_id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, int]:
-    try:
-        score, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(score), int(row_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
-
-
 @router.get("")
 def search_videos(
     session: SessionDep,
@@ -365,22 +350,16 @@ def search_videos(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SearchPage:
-    """Videos whose video-level label `label` scores at least `min_score`, best first."""
-    query = (
-        select(VideoLabel, Video)
-        .join(Video, Video.id == VideoLabel.video_id)
-        .where(VideoLabel.label == label, VideoLabel.score >= min_score)
+    """Videos whose video-level label `label` scores at least `min_score`, best first.
+    `GET /v1/moments` answers the same per time window."""
+    query = search.video_hits(
+        label,
+        min_score=min_score,
+        model_version=model_version,
+        after=parse_cursor(cursor),
+        limit=limit + 1,
     )
-    if model_version is not None:
-        query = query.where(VideoLabel.model_version == model_version)
-    if cursor is not None:
-        score, row_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(VideoLabel.score < score, and_(VideoLabel.score == score, VideoLabel.id < row_id))
-        )
-    rows = session.execute(
-        query.order_by(VideoLabel.score.desc(), VideoLabel.id.desc()).limit(limit + 1)
-    ).all()
+    rows = session.execute(query).all()
     items = [
         SearchHit(
             video_id=video.id,
@@ -392,10 +371,7 @@ def search_videos(
         )
         for vl, video in rows[:limit]
     ]
-    next_cursor = (
-        _encode_cursor(rows[limit - 1][0].score, rows[limit - 1][0].id) if len(rows) > limit else None
-    )
-    return SearchPage(items=items, next_cursor=next_cursor)
+    return SearchPage(items=items, next_cursor=search.next_cursor(list(rows), limit))
 
 
 @router.get("/{video_id}")

@@ -1,0 +1,100 @@
+"""Label search over the index, shared by the API and the CLI.
+
+Two questions, both answered best score first and paged by keyset (score, row id), each served by a
+(label, score, id) index so a page costs the same on page 1 and page 1000:
+
+- videos: which videos show ``label``, by the video-level score (mean over windows);
+- moments: where in which videos ``label`` happens, by the score of each time window, with its
+  start and end in milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+
+from services.core.models import Video, VideoLabel, WindowLabel
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ended: the last row's score and id."""
+
+    score: float
+    row_id: int
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(json.dumps([self.score, self.row_id]).encode()).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Parse a cursor this module encoded; anything else raises ``ValueError``."""
+        try:
+            score, row_id = json.loads(base64.urlsafe_b64decode(text.encode()))
+            return cls(float(score), int(row_id))
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise ValueError("invalid cursor") from exc
+
+
+def _page(
+    table: type[VideoLabel] | type[WindowLabel],
+    label: str,
+    *,
+    min_score: float,
+    model_version: str | None,
+    after: Cursor | None,
+    limit: int,
+) -> Select[Any]:
+    query = (
+        select(table, Video)
+        .join(Video, Video.id == table.video_id)
+        .where(table.label == label, table.score >= min_score)
+    )
+    if model_version is not None:
+        query = query.where(table.model_version == model_version)
+    if after is not None:
+        query = query.where(
+            or_(table.score < after.score, and_(table.score == after.score, table.id < after.row_id))
+        )
+    return query.order_by(table.score.desc(), table.id.desc()).limit(limit)
+
+
+def video_hits(
+    label: str,
+    *,
+    min_score: float = 0.0,
+    model_version: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> Select[tuple[VideoLabel, Video]]:
+    """(VideoLabel, Video) rows whose video-level ``label`` scores at least ``min_score``, best first."""
+    return _page(
+        VideoLabel, label, min_score=min_score, model_version=model_version, after=after, limit=limit
+    )
+
+
+def moment_hits(
+    label: str,
+    *,
+    min_score: float = 0.0,
+    model_version: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> Select[tuple[WindowLabel, Video]]:
+    """(WindowLabel, Video) rows: the windows whose ``label`` scores at least ``min_score``, best first."""
+    return _page(
+        WindowLabel, label, min_score=min_score, model_version=model_version, after=after, limit=limit
+    )
+
+
+def next_cursor(rows: list[Any], limit: int) -> str | None:
+    """The cursor after a page fetched with ``limit + 1`` rows, or None when it was the last page."""
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1][0]
+    return Cursor(last.score, last.id).encode()
