@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -13,6 +15,7 @@ import yaml  # type: ignore[import-untyped]
 from services.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_CONFIG = ROOT / "infra" / "prometheus" / "prometheus.yml"
 
 # ARCHITECTURE.md's default ports.
 PORTS = {
@@ -112,8 +115,27 @@ def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
 
 
 def test_prometheus_scrapes_the_compose_services(compose: dict[str, Any]) -> None:
-    config = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]}
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for target in [t for s in job.get("static_configs", []) for t in s["targets"]]
+        + [f"{name}:{s['port']}" for s in job.get("dns_sd_configs", []) for name in s["names"]]
+    }
     assert {"api:8000", "worker:9101", "torchserve:8082"} <= targets
     for target in targets:
         assert target.split(":")[0] in compose["services"], target
+    # Scaled workers are each scraped: found by DNS, not one fixed address the replicas share.
+    worker = next(job for job in config["scrape_configs"] if job["job_name"] == "tsmindex-worker")
+    assert "static_configs" not in worker
+
+
+def test_prometheus_accepts_the_config_and_rules() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (infra/scripts/test.sh installs Debian's prometheus package)")
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rules/tsmindex.yml" in result.stdout  # the rule files were found and checked too
