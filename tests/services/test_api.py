@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from services.api.main import create_app
+from services.api.routes.videos import FORM_OVERHEAD_BYTES
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, Video, VideoLabel, WindowLabel
@@ -138,6 +140,60 @@ def test_upload_errors(client: TestClient, settings: Settings, tmp_path: Path, v
     assert _upload(client, videos[0], webhook_url="https://example.org/hook").status_code == 422  # no secret
     missing = client.post("/v1/videos", data={"top_k": "3"}, files={"other": ("x", b"x")})
     assert missing.status_code == 422
+    assert _bucket_keys(settings) == []
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit(
+    client: TestClient, settings: Settings, api_key: str, videos: list[Path]
+) -> None:
+    """Without a Content-Length the size is only known while reading: the API stops reading once the
+    body passes the limit, instead of spooling all of it to disk first."""
+    boundary = "tsmindex-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="huge.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode() + videos[0].read_bytes()[:64]
+    chunk, chunks = b"\0" * 65536, 2000  # 131 MB, if it were all read
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        if pulled == 1:
+            return {"type": "http.request", "body": head, "more_body": True}
+        return {"type": "http.request", "body": chunk, "more_body": pulled <= chunks}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/videos",
+        "raw_path": b"/v1/videos",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {api_key}".encode()),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            (b"transfer-encoding", b"chunked"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 413
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert str(MAX_UPLOAD) in json.loads(body)["detail"]
+    read = len(head) + (pulled - 1) * len(chunk)
+    assert read <= MAX_UPLOAD + FORM_OVERHEAD_BYTES + len(chunk)  # stopped at the limit, not at 131 MB
     assert _bucket_keys(settings) == []
 
 

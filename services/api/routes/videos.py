@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
+from starlette.types import Message, Receive
 
 from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, StorageDep, parse_cursor
 from services.api.routes.jobs import job_out
@@ -238,6 +239,26 @@ async def create_video(
     return job_out(registration.job, duplicate=registration.duplicate)
 
 
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"uploads are limited to {limit} bytes")
+
+
+def _limited_receive(receive: Receive, limit: int, max_upload_bytes: int) -> Receive:
+    """``receive`` that raises 413 once the request body passes ``limit`` bytes."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _too_large(max_upload_bytes)
+        return message
+
+    return limited
+
+
 async def _accept_upload(
     request: Request,
     session: Session,
@@ -246,18 +267,14 @@ async def _accept_upload(
     api_key_id: uuid.UUID,
     idempotency_key: str | None,
 ) -> Registration:
+    limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and declared.isdigit()
-        and int(declared) > settings.max_upload_bytes + FORM_OVERHEAD_BYTES
-    ):
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"uploads are limited to {settings.max_upload_bytes} bytes",
-        )
-    # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory.
-    form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(settings.max_upload_bytes)
+    # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
+    # a body sent without a length (chunked) is cut off as soon as it passes the limit.
+    body = Request(request.scope, _limited_receive(request.receive, limit, settings.max_upload_bytes))
+    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
     try:
         upload = form.get("file")
         fields = {
@@ -287,9 +304,7 @@ async def _accept_upload(
                 storage.put_stream, key, upload.file, max_bytes=settings.max_upload_bytes
             )
         except UploadTooLargeError as exc:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE, f"uploads are limited to {exc.limit} bytes"
-            ) from exc
+            raise _too_large(exc.limit) from exc
         metrics.UPLOADED_BYTES.inc(stored.size_bytes)
         try:
             return await run_in_threadpool(
