@@ -132,7 +132,8 @@ def platform(
     bin_dir = Path(sys.executable).parent
     # Only the worker shares its processes' files; an API given the same directory would export them twice.
     api_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    api = _launch([str(bin_dir / "tsmindex"), "api"], api_env, base / "api.log")
+    # Two uvicorn processes: the API's counters must add up across them, whichever one is scraped.
+    api = _launch([str(bin_dir / "tsmindex"), "api", "--workers", "2"], api_env, base / "api.log")
     worker = _launch(
         [str(bin_dir / "tsmindex"), "worker", "--concurrency", str(WORKER_PROCESSES), "--loglevel", "INFO"],
         env,
@@ -288,7 +289,13 @@ def test_every_dashboard_expression_returns_data(
     assert scalar(prometheus, "sum(tsmindex_clips_inferred_total)") == clips > 0
     assert scalar(prometheus, "sum(tsmindex_index_latency_seconds_count)") == 3
     assert scalar(prometheus, 'sum(tsmindex_stage_duration_seconds_count{stage="inference"})') == 3
-    assert scalar(prometheus, "sum(tsmindex_uploaded_bytes_total)") == sum(p.stat().st_size for p in files)
+    uploaded = sum(p.stat().st_size for p in files)
+    assert scalar(prometheus, "sum(tsmindex_uploaded_bytes_total)") == uploaded
+    # The uploads came over one connection, so one uvicorn process counted them; scrapes over new
+    # connections reach either process, and each must report them all.
+    for _ in range(8):
+        text = httpx.get(f"http://127.0.0.1:{platform.api_port}/metrics", timeout=10).text
+        assert f"tsmindex_uploaded_bytes_total {float(uploaded)}" in text
     assert scalar(prometheus, "sum(tsmindex_jobs_in_flight)") == 0
     assert scalar(prometheus, 'max(tsmindex_queue_depth{queue="index"})') == 0
     assert scalar(prometheus, 'max(tsmindex_jobs{status="running"})') == 0

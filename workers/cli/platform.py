@@ -166,9 +166,18 @@ def api_cmd(
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn)."""
+    import os
+
     import uvicorn
 
     s = _settings()
+    if workers > 1:
+        # Each uvicorn process counts its own requests; a scrape reaches one of them, so they write
+        # their metrics to files that every process sums. Counts of an earlier run are removed first.
+        metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(s.data_dir / "api-metrics")))
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
     uvicorn.run(
         "services.api.main:create_app",
         factory=True,
