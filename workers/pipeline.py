@@ -43,7 +43,7 @@ from services.core.storage import (
     make_storage,
     parse_s3_uri,
     s3_client,
-    s3_object_size,
+    s3_object_version,
     sha256_file,
 )
 from workers.inference import ClipClassifier, ClipPrediction, InferenceError
@@ -258,8 +258,9 @@ def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
     )
     with tempfile.TemporaryDirectory(prefix="tsmindex-") as tmp:
         with _stage("fetch"):
-            path = _fetch(job, ctx, Path(tmp))
-        sha256 = job.sha256 or sha256_file(path)
+            path, etag = _fetch(job, ctx, Path(tmp))
+        # An S3 object may have changed since an earlier run: hash what was read this time.
+        sha256 = sha256_file(path) if etag is not None or job.sha256 is None else job.sha256
         size_bytes = path.stat().st_size
         with _stage("decode"):
             sampled = sample_clips(
@@ -295,31 +296,35 @@ def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
     ]
     video_labels = select_labels(aggregate(windows), job.options)
     with _stage("store"):
-        result, payload = _store(ctx, job, sampled.info, sha256, size_bytes, windows, video_labels)
+        result, payload = _store(ctx, job, sampled.info, sha256, size_bytes, etag, windows, video_labels)
     _fire_webhook(ctx, job.options.webhook_url, payload)
     return result
 
 
-def _fetch(job: _JobSnapshot, ctx: PipelineContext, tmp: Path) -> Path:
+def _fetch(job: _JobSnapshot, ctx: PipelineContext, tmp: Path) -> tuple[Path, str | None]:
+    """The video as a local file, and for an S3 source the ETag of the version read."""
     if job.storage_key:
         dest = tmp / "video"
         ctx.storage.download(job.storage_key, dest)
-        return dest
+        return dest, None
     uri = job.source_uri or ""
     if uri.startswith("file://"):
         path = file_uri_path(uri)
         if not path.is_file():
             raise ObjectNotFoundError(uri)
-        return path  # embedded mode reads the user's file where it is
+        return path, None  # embedded mode reads the user's file where it is
     if uri.startswith("s3://"):
         bucket, key = parse_s3_uri(uri)
         # Refuse an oversized object before paying for its download.
-        size = s3_object_size(ctx.s3(), bucket, key)
-        if size > ctx.settings.max_upload_bytes:
-            raise TooLargeError(f"{uri} is {size} bytes; the limit is {ctx.settings.max_upload_bytes}")
+        version = s3_object_version(ctx.s3(), bucket, key)
+        if version.size_bytes > ctx.settings.max_upload_bytes:
+            raise TooLargeError(
+                f"{uri} is {version.size_bytes} bytes; the limit is {ctx.settings.max_upload_bytes}"
+            )
         dest = tmp / "video"
-        download_s3_object(ctx.s3(), bucket, key, dest)
-        return dest
+        # The version that was sized, even if the object is replaced in between (then: retried).
+        download_s3_object(ctx.s3(), bucket, key, dest, etag=version.etag or None)
+        return dest, version.etag or None
     raise ObjectNotFoundError(f"job {job.job_id} has no readable source ({uri!r})")
 
 
@@ -338,6 +343,7 @@ def _store(
     info: Any,
     sha256: str,
     size_bytes: int,
+    source_etag: str | None,
     windows: Sequence[Window],
     video_labels: Sequence[tuple[str, int, float]],
 ) -> tuple[JobResult, dict[str, Any]]:
@@ -373,8 +379,12 @@ def _store(
         video.height = int(info.height)
         video.codec = str(info.codec)
         video.size_bytes = size_bytes
-        if video.sha256 is None and not session.query(Video.id).filter(Video.sha256 == sha256).first():
-            video.sha256 = sha256
+        if source_etag is not None:
+            video.source_etag = source_etag
+        if video.sha256 != sha256:
+            # Content hashes are unique: bytes another video already has leave this one without.
+            taken = session.query(Video.id).filter(Video.sha256 == sha256, Video.id != video.id).first()
+            video.sha256 = None if taken else sha256
         _upsert(session, VideoLabel, video_rows, ["video_id", "model_name", "model_version", "label"])
         _upsert(
             session,

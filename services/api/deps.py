@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
@@ -39,10 +39,16 @@ def get_producer(request: Request) -> Celery:
     return producer
 
 
+def get_source_s3(request: Request) -> Any:
+    """The S3 client that reads videos submitted by ``source_uri`` (the workers' credentials)."""
+    return request.app.state.source_s3
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 ProducerDep = Annotated[Celery, Depends(get_producer)]
+SourceS3Dep = Annotated[Any, Depends(get_source_s3)]
 
 _bearer = HTTPBearer(auto_error=False)
 

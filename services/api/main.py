@@ -14,7 +14,7 @@ from services.core import metrics
 from services.core.config import Settings, get_settings
 from services.core.db import create_db_engine, session_factory, upgrade_database
 from services.core.queue import INDEX_QUEUE, create_producer
-from services.core.storage import make_storage
+from services.core.storage import make_storage, s3_client
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
         app.state.storage = make_storage(settings)
+        app.state.source_s3 = s3_client(settings)
         app.state.producer = create_producer(settings)
         app.state.metrics_registry = CollectorRegistry(auto_describe=False)
         app.state.metrics_registry.register(

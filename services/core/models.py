@@ -70,6 +70,8 @@ class Video(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     storage_key: Mapped[str | None] = mapped_column(String(1024))  # our copy of uploaded bytes
     source_uri: Mapped[str | None] = mapped_column(String(2048), unique=True)  # s3:// or file://
+    # The ETag of the S3 object's version last indexed: a submission that finds another one re-indexes.
+    source_etag: Mapped[str | None] = mapped_column(String(200))
     filename: Mapped[str | None] = mapped_column(String(1024))
     content_type: Mapped[str | None] = mapped_column(String(200))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -173,12 +173,32 @@ def _s3_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise StorageError(str(exc)) from exc
 
 
-def s3_object_size(client: Any, bucket: str, key: str) -> int:
-    return int(_s3_call(client.head_object, Bucket=bucket, Key=key)["ContentLength"])
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What a HEAD of an S3 object says: its size and ETag (which changes when its bytes change)."""
+
+    size_bytes: int
+    etag: str
 
 
-def download_s3_object(client: Any, bucket: str, key: str, dest: Path) -> None:
-    _s3_call(client.download_file, bucket, key, str(dest))
+def s3_object_version(client: Any, bucket: str, key: str) -> ObjectVersion:
+    head = _s3_call(client.head_object, Bucket=bucket, Key=key)
+    return ObjectVersion(int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'))
+
+
+def download_s3_object(client: Any, bucket: str, key: str, dest: Path, *, etag: str | None = None) -> None:
+    """Download ``key``; with ``etag``, only that version (a newer one fails with ``StorageError``)."""
+    if etag is None:
+        _s3_call(client.download_file, bucket, key, str(dest))
+        return
+    # The transfer manager takes no If-Match; one conditional GET, streamed to the file, does.
+    body = _s3_call(client.get_object, Bucket=bucket, Key=key, IfMatch=f'"{etag}"')["Body"]
+    try:
+        with dest.open("wb") as out:
+            for chunk in iter(lambda: _s3_call(body.read, 1024 * 1024), b""):
+                out.write(chunk)
+    finally:
+        body.close()
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

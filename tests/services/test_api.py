@@ -38,14 +38,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def _bucket_keys(settings: Settings) -> list[str]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])]
+    return [o["Key"] for o in _s3(settings).list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])]
 
 
 def _queued_job_ids(broker: redis.Redis) -> list[str]:
@@ -197,13 +190,53 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(
     assert _bucket_keys(settings) == []
 
 
-def test_s3_source(client: TestClient, broker: redis.Redis) -> None:
-    response = client.post("/v1/videos", json={"source_uri": "s3://media/cats/1.mp4", "top_k": 2})
+def _s3(settings: Settings) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def test_s3_source(client: TestClient, settings: Settings, broker: redis.Redis, videos: list[Path]) -> None:
+    uri = f"s3://{settings.s3_bucket}/cats/1.mp4"
+    s3 = _s3(settings)
+    s3.put_object(Bucket=settings.s3_bucket, Key="cats/1.mp4", Body=videos[0].read_bytes())
+    response = client.post("/v1/videos", json={"source_uri": uri, "top_k": 2})
     assert response.status_code == 202, response.text
-    assert response.json()["options"] == {"top_k": 2}
-    assert client.post("/v1/videos", json={"source_uri": "s3://media/cats/1.mp4"}).json()["duplicate"] is True
-    assert _queued_job_ids(broker) == [response.json()["id"]] * 2  # never started: sent again
+    job = response.json()
+    assert job["options"] == {"top_k": 2}
+    assert client.post("/v1/videos", json={"source_uri": uri}).json()["duplicate"] is True
+    assert _queued_job_ids(broker) == [job["id"]] * 2  # never started: sent again
     assert client.post("/v1/videos", json={"source_uri": "http://x/y.mp4"}).status_code == 422
+    missing = client.post("/v1/videos", json={"source_uri": f"s3://{settings.s3_bucket}/cats/none.mp4"})
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "source_uri"]
+    assert "does not exist" in missing.json()["detail"][0]["msg"]
+
+    # A worker indexed the object as it is now: submitting it again changes nothing ...
+    etag = s3.head_object(Bucket=settings.s3_bucket, Key="cats/1.mp4")["ETag"].strip('"')
+    engine = create_db_engine(settings.resolved_database_url)
+    with session_factory(engine).begin() as session:
+        row = session.get_one(Job, uuid.UUID(job["id"]))
+        row.status, row.attempts = "succeeded", 1
+        session.get_one(Video, row.video_id).source_etag = etag
+    broker.delete(INDEX_QUEUE)
+    again = client.post("/v1/videos", json={"source_uri": uri})
+    assert (again.status_code, again.json()["status"], _queued_job_ids(broker)) == (200, "succeeded", [])
+    # ... until the object is replaced: then the same job indexes the new version.
+    s3.put_object(Bucket=settings.s3_bucket, Key="cats/1.mp4", Body=videos[1].read_bytes())
+    changed = client.post("/v1/videos", json={"source_uri": uri, "top_k": 3})
+    assert changed.status_code == 200
+    assert (changed.json()["id"], changed.json()["status"], changed.json()["options"]) == (
+        job["id"],
+        "queued",
+        {"top_k": 3},
+    )
+    assert _queued_job_ids(broker) == [job["id"]]
+    engine.dispose()
 
 
 def _index(

@@ -12,10 +12,13 @@ from services.core.storage import (
     LocalStorage,
     ObjectNotFoundError,
     S3Storage,
+    StorageError,
     UploadTooLargeError,
+    download_s3_object,
     make_storage,
     parse_s3_uri,
     s3_client,
+    s3_object_version,
 )
 
 
@@ -77,3 +80,28 @@ def test_parse_s3_uri() -> None:
     assert parse_s3_uri("s3://bucket/a/b.mp4") == ("bucket", "a/b.mp4")
     with pytest.raises(ValueError):
         parse_s3_uri("s3://bucket/")
+
+
+def test_a_download_pinned_to_a_version_refuses_a_newer_one(
+    moto_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    client = s3_client(
+        Settings(
+            s3_endpoint_url=moto_endpoint,
+            s3_access_key_id=SecretStr("test"),
+            s3_secret_access_key=SecretStr("test"),
+        )
+    )
+    first = bytes(range(256)) * 8_000  # 2 MB: several read chunks
+    client.put_object(Bucket=s3_bucket, Key="cam/a.mp4", Body=first)
+    version = s3_object_version(client, s3_bucket, "cam/a.mp4")
+    assert version.size_bytes == len(first)
+    download_s3_object(client, s3_bucket, "cam/a.mp4", tmp_path / "a", etag=version.etag)
+    assert (tmp_path / "a").read_bytes() == first
+
+    client.put_object(Bucket=s3_bucket, Key="cam/a.mp4", Body=b"replaced")
+    with pytest.raises(StorageError, match="PreconditionFailed"):
+        download_s3_object(client, s3_bucket, "cam/a.mp4", tmp_path / "b", etag=version.etag)
+    assert s3_object_version(client, s3_bucket, "cam/a.mp4").etag != version.etag
+    with pytest.raises(ObjectNotFoundError):
+        s3_object_version(client, s3_bucket, "cam/gone.mp4")

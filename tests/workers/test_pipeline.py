@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
-from services.core.models import Job, Video, VideoLabel, WindowLabel
+from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
 from services.core.security import verify_signature
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
@@ -202,45 +202,56 @@ def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) 
     assert (index_video(job_id, ctx).reason, _rows(ctx, job_id)[0].status) == ("source_missing", "failed")
 
 
-def test_s3_source_over_the_size_limit_fails_before_its_download(
-    tmp_path: Path, tiny_checkpoint: Path, videos: list[Path], moto_endpoint: str, s3_bucket: str
-) -> None:
+def _s3_client(moto_endpoint: str) -> Any:
     import boto3
 
-    body = videos[0].read_bytes()
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=moto_endpoint,
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
+
+
+def _s3_context(tmp_path: Path, checkpoint: Path, moto_endpoint: str, **overrides: Any) -> PipelineContext:
     url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
     engine = create_db_engine(url)
     upgrade_database(engine)
     engine.dispose()
+    settings = _settings(
+        url,
+        tmp_path,
+        checkpoint,
+        s3_endpoint_url=moto_endpoint,
+        s3_access_key_id=SecretStr("test"),
+        s3_secret_access_key=SecretStr("test"),
+        **overrides,
+    )
+    return build_context(settings)
+
+
+def _s3_job(ctx: PipelineContext, uri: str) -> uuid.UUID:
+    with ctx.sessions.begin() as session:
+        video = Video(source_uri=uri)
+        session.add(video)
+        session.flush()
+        job = Job(video_id=video.id, model_name="tsm", model_version=ctx.settings.model_version, options={})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_s3_source_over_the_size_limit_fails_before_its_download(
+    tmp_path: Path, tiny_checkpoint: Path, videos: list[Path], moto_endpoint: str, s3_bucket: str
+) -> None:
+    body = videos[0].read_bytes()
+    s3 = _s3_client(moto_endpoint)
     outcomes = []
     for i, limit in enumerate((len(body) - 1, len(body))):
         s3.put_object(Bucket=s3_bucket, Key=f"cam/{i}.mp4", Body=body)
-        settings = _settings(
-            url,
-            tmp_path,
-            tiny_checkpoint,
-            s3_endpoint_url=moto_endpoint,
-            s3_access_key_id=SecretStr("test"),
-            s3_secret_access_key=SecretStr("test"),
-            max_upload_bytes=limit,
-        )
-        context = build_context(settings)
-        with context.sessions.begin() as session:
-            video = Video(source_uri=f"s3://{s3_bucket}/cam/{i}.mp4")
-            session.add(video)
-            session.flush()
-            job = Job(video_id=video.id, model_name="tsm", model_version=settings.model_version, options={})
-            session.add(job)
-            session.flush()
-            job_id = job.id
-        result = index_video(job_id, context)
+        context = _s3_context(tmp_path, tiny_checkpoint, moto_endpoint, max_upload_bytes=limit)
+        result = index_video(_s3_job(context, f"s3://{s3_bucket}/cam/{i}.mp4"), context)
         outcomes.append((result.status, result.reason, result.detail))
         context.close()
     # The limit is checked on the object's size from S3, before any byte is fetched.
@@ -250,6 +261,33 @@ def test_s3_source_over_the_size_limit_fails_before_its_download(
         f"s3://{s3_bucket}/cam/0.mp4 is {len(body)} bytes; the limit is {len(body) - 1}",
     )
     assert outcomes[1][:2] == ("succeeded", None)
+
+
+def test_an_s3_source_records_the_version_it_indexed(
+    tmp_path: Path, tiny_checkpoint: Path, videos: list[Path], moto_endpoint: str, s3_bucket: str
+) -> None:
+    s3 = _s3_client(moto_endpoint)
+    ctx = _s3_context(tmp_path, tiny_checkpoint, moto_endpoint)
+    job_id = _s3_job(ctx, f"s3://{s3_bucket}/cam/replaced.mp4")
+    seen = []
+    for path in (videos[0], videos[2]):  # the object is overwritten with another video in between
+        etag = s3.put_object(Bucket=s3_bucket, Key="cam/replaced.mp4", Body=path.read_bytes())["ETag"]
+        with ctx.sessions.begin() as session:
+            session.get_one(Job, job_id).status = JobStatus.queued  # submitted again
+        assert index_video(job_id, ctx).status == "succeeded"
+        job, _, windows = _rows(ctx, job_id)
+        with ctx.sessions() as session:
+            video = session.get_one(Video, job.video_id)
+            recorded = (video.source_etag, video.sha256, video.size_bytes)
+        assert recorded == (
+            etag.strip('"'),
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            path.stat().st_size,
+        )
+        seen.append((recorded, len({w.window_index for w in windows})))
+    # The second version's labels replaced the first's: a longer video, more windows.
+    assert seen[0][0][0] != seen[1][0][0] and seen[0][1] < seen[1][1]
+    ctx.close()
 
 
 def test_transient_errors_retry_until_the_attempt_cap(

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, StorageDep, parse_cursor
+from services.api.deps import (
+    ApiKeyDep,
+    ProducerDep,
+    SessionDep,
+    SettingsDep,
+    SourceS3Dep,
+    StorageDep,
+    parse_cursor,
+)
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
     IndexOptions,
@@ -36,7 +44,15 @@ from services.core.config import Settings
 from services.core.models import IdempotencyKey, Job, JobStatus, Video, VideoLabel, WindowLabel
 from services.core.queue import enqueue_index_video
 from services.core.sniff import SNIFF_BYTES, looks_like_video
-from services.core.storage import UploadTooLargeError
+from services.core.storage import (
+    ObjectAccessDeniedError,
+    ObjectNotFoundError,
+    ObjectVersion,
+    StorageError,
+    UploadTooLargeError,
+    parse_s3_uri,
+    s3_object_version,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -94,8 +110,12 @@ def _register(
     filename: str | None = None,
     content_type: str | None = None,
     source_uri: str | None = None,
+    source_etag: str | None = None,
 ) -> Registration:
-    """Find or create the video and its job for the served model version, in one transaction."""
+    """Find or create the video and its job for the served model version, in one transaction.
+
+    A job that failed, or whose S3 source has changed (another ETag) since it was indexed, is queued
+    again; one that never started is sent again."""
     for attempt in range(2):
         _end_read(session)
         try:
@@ -135,8 +155,11 @@ def _register(
                     session.add(job)
                     session.flush()
                     enqueue = True
-                elif job.status == JobStatus.failed:
-                    # Submitting a failed video again retries it.
+                elif job.status == JobStatus.failed or (
+                    job.status == JobStatus.succeeded
+                    and source_etag is not None
+                    and video.source_etag not in (None, source_etag)
+                ):
                     job.status = JobStatus.queued
                     job.reason = job.detail = None
                     job.attempts = 0
@@ -196,6 +219,7 @@ async def create_video(
     settings: SettingsDep,
     storage: StorageDep,
     producer: ProducerDep,
+    s3: SourceS3Dep,
     api_key: ApiKeyDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
@@ -212,7 +236,7 @@ async def create_video(
     if content_type.startswith("multipart/form-data"):
         registration = await _accept_upload(request, session, settings, storage, api_key.id, idempotency_key)
     elif content_type.startswith("application/json"):
-        registration = await _accept_source(request, session, settings, api_key.id, idempotency_key)
+        registration = await _accept_source(request, session, settings, s3, api_key.id, idempotency_key)
     else:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -332,6 +356,7 @@ async def _accept_source(
     request: Request,
     session: Session,
     settings: Settings,
+    s3: Any,
     api_key_id: uuid.UUID,
     idempotency_key: str | None,
 ) -> Registration:
@@ -343,6 +368,7 @@ async def _accept_source(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
     _check_webhook(source, settings)
+    version = await run_in_threadpool(_source_version, s3, source.source_uri)
     return await run_in_threadpool(
         lambda: _register(
             session,
@@ -351,8 +377,33 @@ async def _accept_source(
             idempotency_key=idempotency_key,
             options=source,
             source_uri=source.source_uri,
+            source_etag=version.etag or None,
         )
     )
+
+
+def _source_version(s3: Any, uri: str) -> ObjectVersion:
+    """HEAD the source: a missing or unreadable object is the caller's to fix, now rather than as a
+    failed job later; its ETag tells a changed object from the one already indexed."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        return s3_object_version(s3, bucket, key)
+    except (ObjectNotFoundError, ObjectAccessDeniedError) as exc:
+        missing = isinstance(exc, ObjectNotFoundError)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "source_uri"),
+                    "msg": f"{uri} {'does not exist' if missing else 'cannot be read with our credentials'}",
+                    "input": uri,
+                }
+            ]
+        ) from exc
+    except StorageError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "object storage unavailable", headers={"Retry-After": "10"}
+        ) from exc
 
 
 @router.get("")
