@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,18 +104,23 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture()
-def s3_bucket(moto_endpoint: str) -> str:
+def moto_client(endpoint: str, *, access_key: str = "test", secret_key: str = "test") -> Any:
+    """A boto3 S3 client of the moto server at ``endpoint``."""
     import boto3
 
-    name = f"tsmindex-test-{secrets.token_hex(4)}"
-    boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=moto_endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    ).create_bucket(Bucket=name)
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
+
+
+@pytest.fixture()
+def s3_bucket(moto_endpoint: str) -> str:
+    name = f"tsmindex-test-{secrets.token_hex(4)}"
+    moto_client(moto_endpoint).create_bucket(Bucket=name)
     return name
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -78,11 +78,18 @@ def get_api_key(
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 
 
-def parse_cursor(cursor: str | None) -> search.Cursor | None:
-    """A search page's ``cursor`` query parameter, or 422 when it is not one we issued."""
-    if cursor is None:
-        return None
+def search_params(
+    label: Annotated[str, Query(min_length=1, max_length=200)],
+    min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
+    model_version: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> search.PageRequest:
     try:
-        return search.Cursor.decode(cursor)
+        after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+    return search.PageRequest(label, min_score, model_version, after, limit)
+
+
+SearchDep = Annotated[search.PageRequest, Depends(search_params)]

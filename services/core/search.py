@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,60 +42,48 @@ class Cursor:
             raise ValueError("invalid cursor") from exc
 
 
-def _page(
-    table: type[VideoLabel] | type[WindowLabel],
-    label: str,
-    *,
-    min_score: float,
-    model_version: str | None,
-    after: Cursor | None,
-    limit: int,
-) -> Select[Any]:
+@dataclass(frozen=True)
+class PageRequest:
+    """One page of a search: the label, its minimum score, optionally one model version, and where
+    the page before ended."""
+
+    label: str
+    min_score: float = 0.0
+    model_version: str | None = None
+    after: Cursor | None = None
+    limit: int = 50
+
+
+def _page(table: type[VideoLabel] | type[WindowLabel], page: PageRequest) -> Select[Any]:
     query = (
         select(table, Video)
         .join(Video, Video.id == table.video_id)
-        .where(table.label == label, table.score >= min_score)
+        .where(table.label == page.label, table.score >= page.min_score)
     )
-    if model_version is not None:
-        query = query.where(table.model_version == model_version)
-    if after is not None:
+    if page.model_version is not None:
+        query = query.where(table.model_version == page.model_version)
+    if page.after is not None:
+        after = page.after
         query = query.where(
             or_(table.score < after.score, and_(table.score == after.score, table.id < after.row_id))
         )
-    return query.order_by(table.score.desc(), table.id.desc()).limit(limit)
+    # One row more than the page: whether there is a next page.
+    return query.order_by(table.score.desc(), table.id.desc()).limit(page.limit + 1)
 
 
-def video_hits(
-    label: str,
-    *,
-    min_score: float = 0.0,
-    model_version: str | None = None,
-    after: Cursor | None = None,
-    limit: int = 50,
-) -> Select[tuple[VideoLabel, Video]]:
-    """(VideoLabel, Video) rows whose video-level ``label`` scores at least ``min_score``, best first."""
-    return _page(
-        VideoLabel, label, min_score=min_score, model_version=model_version, after=after, limit=limit
-    )
+def video_hits(page: PageRequest) -> Select[tuple[VideoLabel, Video]]:
+    """(VideoLabel, Video) rows whose video-level label scores at least ``min_score``, best first."""
+    return _page(VideoLabel, page)
 
 
-def moment_hits(
-    label: str,
-    *,
-    min_score: float = 0.0,
-    model_version: str | None = None,
-    after: Cursor | None = None,
-    limit: int = 50,
-) -> Select[tuple[WindowLabel, Video]]:
-    """(WindowLabel, Video) rows: the windows whose ``label`` scores at least ``min_score``, best first."""
-    return _page(
-        WindowLabel, label, min_score=min_score, model_version=model_version, after=after, limit=limit
-    )
+def moment_hits(page: PageRequest) -> Select[tuple[WindowLabel, Video]]:
+    """(WindowLabel, Video) rows: the windows whose label scores at least ``min_score``, best first."""
+    return _page(WindowLabel, page)
 
 
-def next_cursor(rows: list[Any], limit: int) -> str | None:
-    """The cursor after a page fetched with ``limit + 1`` rows, or None when it was the last page."""
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1][0]
-    return Cursor(last.score, last.id).encode()
+def split_page(rows: Sequence[Any], page: PageRequest) -> tuple[Sequence[Any], str | None]:
+    """The rows of the page, and the cursor of the next one (None after the last page)."""
+    if len(rows) <= page.limit:
+        return rows, None
+    last = rows[page.limit - 1][0]
+    return rows[: page.limit], Cursor(last.score, last.id).encode()

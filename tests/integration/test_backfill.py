@@ -36,7 +36,7 @@ from services.core.db import create_db_engine, session_factory
 from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel
 from services.core.queue import INDEX_QUEUE
 from tests import platform_servers
-from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port, wait_port
+from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port, moto_client, wait_port
 from workers.demo import random_model_card
 from workers.media.synth import make_video
 
@@ -81,13 +81,7 @@ class IamS3:
     secret_key: str
 
     def client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-        )
+        return moto_client(self.endpoint, access_key=self.access_key, secret_key=self.secret_key)
 
 
 @pytest.fixture(scope="module")

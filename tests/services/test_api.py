@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -18,7 +17,7 @@ from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
-from tests.platform_servers import free_port
+from tests.platform_servers import free_port, moto_client
 from workers.media.synth import make_video
 
 MAX_UPLOAD = 300_000
@@ -191,13 +190,7 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(
 
 
 def _s3(settings: Settings) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    return moto_client(settings.s3_endpoint_url or "")
 
 
 def test_s3_source(client: TestClient, settings: Settings, broker: redis.Redis, videos: list[Path]) -> None:

@@ -9,7 +9,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import boto3
 import pytest
 import redis
 from pydantic import SecretStr
@@ -29,6 +28,7 @@ from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK, create_producer, enqueue_index_video
+from tests.platform_servers import moto_client
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -89,13 +89,7 @@ def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture()
 def s3(settings: Settings) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    return moto_client(settings.s3_endpoint_url or "")
 
 
 def _queued_job_ids(broker: redis.Redis) -> list[str]:

@@ -6,7 +6,6 @@ import json
 import uuid
 from typing import Any, cast
 
-import boto3
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -17,6 +16,7 @@ from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, JobStatus
 from services.core.queue import BACKFILL_PREFIX_TASK, INDEX_QUEUE, create_producer
+from tests.platform_servers import moto_client
 
 
 @pytest.fixture()
@@ -26,13 +26,7 @@ def settings(platform_settings: Settings) -> Settings:
 
 @pytest.fixture()
 def prefix(settings: Settings) -> str:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    s3 = moto_client(settings.s3_endpoint_url or "")
     for key in ["in/a.mp4", "in/b.MOV", "in/c.mkv", "in/notes.txt"]:
         s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=key.encode())
     return f"s3://{settings.s3_bucket}/in/"

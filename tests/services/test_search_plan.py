@@ -80,7 +80,7 @@ def test_search_pages_come_out_of_the_label_score_index(
 ) -> None:
     engine = populated
     # The API's query for a second page (keyset cursor), as SQL.
-    query = hits("label 7", min_score=0.2, after=search.Cursor(0.9, 10**9), limit=51)
+    query = hits(search.PageRequest("label 7", min_score=0.2, after=search.Cursor(0.9, 10**9), limit=50))
     with engine.connect() as conn:
         nodes = _plan(conn, engine, query)
     scans = [n for n in nodes if n.get("Relation Name") == table]

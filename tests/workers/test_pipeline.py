@@ -202,18 +202,6 @@ def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) 
     assert (index_video(job_id, ctx).reason, _rows(ctx, job_id)[0].status) == ("source_missing", "failed")
 
 
-def _s3_client(moto_endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-
-
 def _s3_context(tmp_path: Path, checkpoint: Path, moto_endpoint: str, **overrides: Any) -> PipelineContext:
     url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
     engine = create_db_engine(url)
@@ -246,7 +234,7 @@ def test_s3_source_over_the_size_limit_fails_before_its_download(
     tmp_path: Path, tiny_checkpoint: Path, videos: list[Path], moto_endpoint: str, s3_bucket: str
 ) -> None:
     body = videos[0].read_bytes()
-    s3 = _s3_client(moto_endpoint)
+    s3 = platform_servers.moto_client(moto_endpoint)
     outcomes = []
     for i, limit in enumerate((len(body) - 1, len(body))):
         s3.put_object(Bucket=s3_bucket, Key=f"cam/{i}.mp4", Body=body)
@@ -266,7 +254,7 @@ def test_s3_source_over_the_size_limit_fails_before_its_download(
 def test_an_s3_source_records_the_version_it_indexed(
     tmp_path: Path, tiny_checkpoint: Path, videos: list[Path], moto_endpoint: str, s3_bucket: str
 ) -> None:
-    s3 = _s3_client(moto_endpoint)
+    s3 = platform_servers.moto_client(moto_endpoint)
     ctx = _s3_context(tmp_path, tiny_checkpoint, moto_endpoint)
     job_id = _s3_job(ctx, f"s3://{s3_bucket}/cam/replaced.mp4")
     seen = []

@@ -137,7 +137,8 @@ def search_cmd(
     engine = create_db_engine(_settings().resolved_database_url)
     hits = search.moment_hits if moments else search.video_hits
     with session_factory(engine)() as session:
-        rows = session.execute(hits(label, min_score=min_score, limit=limit)).all()
+        page = search.PageRequest(label, min_score=min_score, limit=limit)
+        rows, _ = search.split_page(session.execute(hits(page)).all(), page)
     engine.dispose()
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
     columns = (

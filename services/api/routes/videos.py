@@ -21,11 +21,11 @@ from starlette.types import Message, Receive
 from services.api.deps import (
     ApiKeyDep,
     ProducerDep,
+    SearchDep,
     SessionDep,
     SettingsDep,
     SourceS3Dep,
     StorageDep,
-    parse_cursor,
 )
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
@@ -407,25 +407,10 @@ def _source_version(s3: Any, uri: str) -> ObjectVersion:
 
 
 @router.get("")
-def search_videos(
-    session: SessionDep,
-    _key: ApiKeyDep,
-    label: Annotated[str, Query(min_length=1, max_length=200)],
-    min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
-    model_version: Annotated[str | None, Query(max_length=200)] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> SearchPage:
+def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> SearchPage:
     """Videos whose video-level label `label` scores at least `min_score`, best first.
     `GET /v1/moments` answers the same per time window."""
-    query = search.video_hits(
-        label,
-        min_score=min_score,
-        model_version=model_version,
-        after=parse_cursor(cursor),
-        limit=limit + 1,
-    )
-    rows = session.execute(query).all()
+    rows, next_cursor = search.split_page(session.execute(search.video_hits(params)).all(), params)
     items = [
         SearchHit(
             video_id=video.id,
@@ -435,9 +420,9 @@ def search_videos(
             filename=video.filename,
             duration_s=video.duration_s,
         )
-        for vl, video in rows[:limit]
+        for vl, video in rows
     ]
-    return SearchPage(items=items, next_cursor=search.next_cursor(list(rows), limit))
+    return SearchPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{video_id}")
