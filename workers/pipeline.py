@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import metrics
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
+from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.security import sign_body
 from services.core.storage import (
     ObjectAccessDeniedError,
@@ -147,6 +147,34 @@ def aggregate(windows: Sequence[Window]) -> list[tuple[str, int, float]]:
     n = max(len(windows), 1)
     ranked = sorted(((label, index, total / n) for (label, index), total in totals.items()), key=_rank_key)
     return ranked
+
+
+def label_segments(window_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of consecutive windows that each keep the same label (window rows as ``_store`` writes
+    them): label, label_index, start_ms, end_ms, windows, score (the best window's) and mean_score."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(window_rows, key=lambda r: int(r["window_index"])):
+        by_label.setdefault(row["label"], []).append(row)
+    runs: list[list[dict[str, Any]]] = []
+    for rows in by_label.values():
+        runs.append([rows[0]])
+        for row in rows[1:]:
+            if row["window_index"] == runs[-1][-1]["window_index"] + 1:
+                runs[-1].append(row)
+            else:
+                runs.append([row])
+    return [
+        {
+            "label": run[0]["label"],
+            "label_index": run[0]["label_index"],
+            "start_ms": run[0]["start_ms"],
+            "end_ms": run[-1]["end_ms"],
+            "windows": len(run),
+            "score": max(r["score"] for r in run),
+            "mean_score": sum(r["score"] for r in run) / len(run),
+        }
+        for run in runs
+    ]
 
 
 def _rank_key(item: tuple[str, int, float]) -> tuple[float, int]:
@@ -367,6 +395,7 @@ def _store(
         for w in windows
         for rank, (label, index, score) in enumerate(select_labels(w.labels, options), start=1)
     ]
+    segment_rows = [{**key, **segment} for segment in label_segments(window_rows)]
     with ctx.sessions.begin() as session:
         job_row = session.get_one(Job, job.job_id, with_for_update=True)
         if job_row.status != JobStatus.running:
@@ -392,6 +421,12 @@ def _store(
             window_rows,
             ["video_id", "model_name", "model_version", "window_index", "label"],
         )
+        _upsert(
+            session,
+            LabelSegment,
+            segment_rows,
+            ["video_id", "model_name", "model_version", "label", "start_ms"],
+        )
         # Rows a previous delivery stored that this one did not produce (e.g. changed options).
         _delete_stale(session, VideoLabel, key, [(r["label"],) for r in video_rows], ("label",))
         _delete_stale(
@@ -400,6 +435,13 @@ def _store(
             key,
             [(r["window_index"], r["label"]) for r in window_rows],
             ("window_index", "label"),
+        )
+        _delete_stale(
+            session,
+            LabelSegment,
+            key,
+            [(r["label"], r["start_ms"]) for r in segment_rows],
+            ("label", "start_ms"),
         )
         job_row.status = JobStatus.succeeded
         job_row.reason = None
@@ -414,7 +456,10 @@ def _store(
 
 
 def _upsert(
-    session: Session, table: type[VideoLabel] | type[WindowLabel], rows: list[dict[str, Any]], keys: list[str]
+    session: Session,
+    table: type[VideoLabel] | type[WindowLabel] | type[LabelSegment],
+    rows: list[dict[str, Any]],
+    keys: list[str],
 ) -> None:
     if not rows:
         return
@@ -437,7 +482,7 @@ def _upsert(
 
 def _delete_stale(
     session: Session,
-    table: type[VideoLabel] | type[WindowLabel],
+    table: type[VideoLabel] | type[WindowLabel] | type[LabelSegment],
     key: dict[str, Any],
     kept: list[tuple[Any, ...]],
     columns: tuple[str, ...],

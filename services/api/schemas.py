@@ -86,6 +86,7 @@ class VideoOut(BaseModel):
     created_at: datetime
     model: ModelRef
     labels: list[LabelOut]
+    segments: list[SegmentOut]
     windows: list[WindowOut]
     jobs: list[JobOut]
 
@@ -104,15 +105,20 @@ class SearchPage(BaseModel):
     next_cursor: str | None
 
 
-class MomentHit(BaseModel):
-    video_id: uuid.UUID
-    filename: str | None
-    window_index: int
+class SegmentOut(BaseModel):
+    """A run of consecutive windows that all have ``label`` among their top labels."""
+
+    label: str
     start_ms: int
     end_ms: int
-    label: str
-    score: float
-    rank: int
+    windows: int
+    score: float = Field(description="the best window's score")
+    mean_score: float
+
+
+class MomentHit(SegmentOut):
+    video_id: uuid.UUID
+    filename: str | None
     model: ModelRef
 
 

@@ -198,8 +198,7 @@ class WindowLabel(Base):
     __tablename__ = "window_labels"
     __table_args__ = (
         UniqueConstraint("video_id", "model_name", "model_version", "window_index", "label"),
-        # Moment search: the same keyset pages as video search, per window.
-        Index("ix_window_labels_label_score_id", "label", "score", "id"),
+        Index("ix_window_labels_label_score", "label", "score"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -213,3 +212,29 @@ class WindowLabel(Base):
     label_index: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
+
+
+class LabelSegment(Base):
+    """Where a label happens: a run of consecutive windows that each have it among their top labels.
+
+    ``score`` is the run's best window score (what moment search ranks by), ``mean_score`` the mean
+    over its windows."""
+
+    __tablename__ = "label_segments"
+    __table_args__ = (
+        UniqueConstraint("video_id", "model_name", "model_version", "label", "start_ms"),
+        # Moment search: WHERE label = ? AND score >= ? ORDER BY score DESC, id (keyset pages).
+        Index("ix_label_segments_label_score_id", "label", "score", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(200))
+    label_index: Mapped[int] = mapped_column(Integer)
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    windows: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    mean_score: Mapped[float] = mapped_column(Float)

@@ -4,8 +4,8 @@ Two questions, both answered best score first and paged by keyset (score, row id
 (label, score, id) index so a page costs the same on page 1 and page 1000:
 
 - videos: which videos show ``label``, by the video-level score (mean over windows);
-- moments: where in which videos ``label`` happens, by the score of each time window, with its
-  start and end in milliseconds.
+- moments: where in which videos ``label`` happens: runs of consecutive windows that have it among
+  their top labels, by their best window's score, with start and end in milliseconds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
 
-from services.core.models import Video, VideoLabel, WindowLabel
+from services.core.models import LabelSegment, Video, VideoLabel
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class PageRequest:
     limit: int = 50
 
 
-def _page(table: type[VideoLabel] | type[WindowLabel], page: PageRequest) -> Select[Any]:
+def _page(table: type[VideoLabel] | type[LabelSegment], page: PageRequest) -> Select[Any]:
     query = (
         select(table, Video)
         .join(Video, Video.id == table.video_id)
@@ -76,9 +76,10 @@ def video_hits(page: PageRequest) -> Select[tuple[VideoLabel, Video]]:
     return _page(VideoLabel, page)
 
 
-def moment_hits(page: PageRequest) -> Select[tuple[WindowLabel, Video]]:
-    """(WindowLabel, Video) rows: the windows whose label scores at least ``min_score``, best first."""
-    return _page(WindowLabel, page)
+def moment_hits(page: PageRequest) -> Select[tuple[LabelSegment, Video]]:
+    """(LabelSegment, Video) rows: the runs of windows whose best score for the label is at least
+    ``min_score``, best first."""
+    return _page(LabelSegment, page)
 
 
 def split_page(rows: Sequence[Any], page: PageRequest) -> tuple[Sequence[Any], str | None]:

@@ -15,10 +15,11 @@ from services.api.main import create_app
 from services.api.routes.videos import FORM_OVERHEAD_BYTES
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import Job, Video, VideoLabel, WindowLabel
+from services.core.models import Job, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
 from tests.platform_servers import free_port, moto_client
 from workers.media.synth import make_video
+from workers.pipeline import label_segments
 
 MAX_UPLOAD = 300_000
 
@@ -257,22 +258,22 @@ def _index(
                     rank=rank,
                 )
             )
-        for index, scores in enumerate(windows):
-            for rank, (label, score) in enumerate(sorted(scores.items(), key=lambda kv: -kv[1]), start=1):
-                session.add(
-                    WindowLabel(
-                        video_id=video.id,
-                        model_name="tsm",
-                        model_version=settings.model_version,
-                        window_index=index,
-                        start_ms=index * 10_000,
-                        end_ms=(index + 1) * 10_000,
-                        label=label,
-                        label_index=rank,
-                        score=score,
-                        rank=rank,
-                    )
-                )
+        key = {"video_id": video.id, "model_name": "tsm", "model_version": settings.model_version}
+        window_rows = [
+            {
+                "window_index": index,
+                "start_ms": index * 10_000,
+                "end_ms": (index + 1) * 10_000,
+                "label": label,
+                "label_index": rank,
+                "score": score,
+                "rank": rank,
+            }
+            for index, scores in enumerate(windows)
+            for rank, (label, score) in enumerate(sorted(scores.items(), key=lambda kv: -kv[1]), start=1)
+        ]
+        session.add_all(WindowLabel(**key, **row) for row in window_rows)
+        session.add_all(LabelSegment(**key, **segment) for segment in label_segments(window_rows))
         video_id = video.id
     engine.dispose()
     return video_id
@@ -316,12 +317,16 @@ def test_search_pages_by_score_and_labels_count_videos(client: TestClient, setti
     assert detail["model"] == {"name": "tsm", "version": settings.model_version}
 
 
-def test_moments_page_through_windows_best_first(client: TestClient, settings: Settings) -> None:
+def test_moments_are_runs_of_windows_best_first(client: TestClient, settings: Settings) -> None:
     label = f"surfing-{uuid.uuid4().hex[:6]}"
-    # Two videos: the label peaks in the middle of the first, at the end of the second.
-    first = _index(settings, {label: 0.5}, [{label: 0.2}, {label: 0.9, "x": 0.1}, {label: 0.4}])
+    first = _index(
+        settings,
+        {label: 0.5},
+        [{label: 0.2}, {label: 0.9, "x": 0.1}, {label: 0.4}, {"x": 0.7}, {label: 0.35}],
+    )
     second = _index(settings, {label: 0.3}, [{"x": 0.8}, {label: 0.6}])
-    seen: list[tuple[str, int, int, int, float]] = []
+    _index(settings, {label: 0.2}, [{label: 0.25}])  # below min_score everywhere
+    seen: list[tuple[str, int, int, int, float, float]] = []
     cursor = None
     while True:
         params: dict[str, Any] = {"label": label, "min_score": 0.3, "limit": 2}
@@ -329,17 +334,18 @@ def test_moments_page_through_windows_best_first(client: TestClient, settings: S
             params["cursor"] = cursor
         page = client.get("/v1/moments", params=params).json()
         seen += [
-            (hit["video_id"], hit["window_index"], hit["start_ms"], hit["end_ms"], hit["score"])
+            (hit["video_id"], hit["start_ms"], hit["end_ms"], hit["windows"], hit["score"], hit["mean_score"])
             for hit in page["items"]
         ]
-        assert all(hit["label"] == label and hit["rank"] == 1 for hit in page["items"])
+        assert all(hit["label"] == label for hit in page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
             break
+    # The first video's three windows in a row are one moment, ranked by its best window.
     assert seen == [
-        (str(first), 1, 10_000, 20_000, 0.9),
-        (str(second), 1, 10_000, 20_000, 0.6),
-        (str(first), 2, 20_000, 30_000, 0.4),
+        (str(first), 0, 30_000, 3, 0.9, pytest.approx(0.5)),
+        (str(second), 10_000, 20_000, 1, 0.6, 0.6),
+        (str(first), 40_000, 50_000, 1, 0.35, 0.35),
     ]
     assert client.get("/v1/moments", params={"label": label, "cursor": "%%%"}).status_code == 422
     assert client.get("/v1/moments", params={"label": label, "min_score": 2}).status_code == 422
@@ -347,6 +353,15 @@ def test_moments_page_through_windows_best_first(client: TestClient, settings: S
     assert client.get("/v1/moments", params=other_model).json()["items"] == []
     anonymous = client.get("/v1/moments", params={"label": label}, headers={"Authorization": ""})
     assert anonymous.status_code == 401
+
+    detail = client.get(f"/v1/videos/{first}").json()
+    assert [(g["label"], g["start_ms"], g["end_ms"]) for g in detail["segments"]] == [
+        (label, 0, 30_000),
+        ("x", 10_000, 20_000),
+        ("x", 30_000, 40_000),
+        (label, 40_000, 50_000),
+    ]
+    assert len(detail["windows"]) == 5
 
 
 def test_delete_removes_rows_and_bytes(client: TestClient, settings: Settings, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from services.core import search
 from services.core.db import create_db_engine
 
 VIDEOS, LABELS_PER_ROW, VOCABULARY = 20_000, 20, 400
-WINDOWS = 3  # per video, each with LABELS_PER_ROW // 4 labels
+SEGMENTS = 3  # per video and label, for LABELS_PER_ROW // 4 labels
 
 
 def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -32,7 +32,7 @@ def _plan(conn: Connection, engine: Engine, query: Select[Any]) -> list[dict[str
 
 @pytest.fixture(scope="module")
 def populated(migrated_postgres_url: str) -> Iterator[Engine]:
-    """400 000 video label rows and 300 000 window label rows under one model version."""
+    """400 000 video label rows and 300 000 label segments under one model version."""
     engine = create_db_engine(migrated_postgres_url)
     version = f"plan-{uuid.uuid4().hex[:8]}"
     label = "'label ' || ((i * 7 + r * 20) % :k), (i * 7 + r * 20) % :k, random(), r"
@@ -55,14 +55,15 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
         )
         conn.execute(
             text(
-                "INSERT INTO window_labels (video_id, model_name, model_version, window_index, start_ms,"
-                " end_ms, label, label_index, score, rank)"
-                f" SELECT md5(:v || i)::uuid, 'tsm', :v, w, w * 10000, (w + 1) * 10000, {label}"
+                "INSERT INTO label_segments (video_id, model_name, model_version, label, label_index,"
+                " start_ms, end_ms, windows, score, mean_score)"
+                " SELECT md5(:v || i)::uuid, 'tsm', :v, 'label ' || ((i * 7 + r * 20) % :k),"
+                " (i * 7 + r * 20) % :k, w * 10000, (w + 1) * 10000, 1, random(), 0"
                 " FROM generate_series(1, :n) i, generate_series(0, :w - 1) w, generate_series(1, :per) r"
             ),
-            {"v": version, "n": VIDEOS, "w": WINDOWS, "per": LABELS_PER_ROW // 4, "k": VOCABULARY},
+            {"v": version, "n": VIDEOS, "w": SEGMENTS, "per": LABELS_PER_ROW // 4, "k": VOCABULARY},
         )
-        for table in ("videos", "video_labels", "window_labels"):
+        for table in ("videos", "video_labels", "label_segments"):
             conn.execute(text(f"ANALYZE {table}"))
     yield engine  # the run's database is dropped at the end of the run
     engine.dispose()
@@ -72,7 +73,7 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
     ("hits", "table", "index"),
     [
         (search.video_hits, "video_labels", "ix_video_labels_label_score_id"),
-        (search.moment_hits, "window_labels", "ix_window_labels_label_score_id"),
+        (search.moment_hits, "label_segments", "ix_label_segments_label_score_id"),
     ],
 )
 def test_search_pages_come_out_of_the_label_score_index(

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
-from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
+from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.security import verify_signature
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
@@ -30,6 +30,7 @@ from workers.pipeline import (
     aggregate,
     build_context,
     index_video,
+    label_segments,
 )
 
 WINDOW_S = 4.0
@@ -109,12 +110,51 @@ def _rows(ctx: PipelineContext, job_id: uuid.UUID) -> tuple[Job, list[VideoLabel
         return job, labels, windows
 
 
+def _segments(ctx: PipelineContext, job_id: uuid.UUID) -> list[tuple[int, str, int, int]]:
+    with ctx.sessions() as session:
+        video_id = session.get_one(Job, job_id).video_id
+        rows = session.scalars(select(LabelSegment).where(LabelSegment.video_id == video_id)).all()
+        return sorted((g.id, g.label, g.start_ms, g.end_ms) for g in rows)
+
+
 def test_aggregate_is_the_mean_of_window_probabilities() -> None:
     windows = [
         Window(0, 0, 4000, [("a", 0, 0.6), ("b", 1, 0.3)]),
         Window(1, 4000, 8000, [("b", 1, 0.5), ("c", 2, 0.2)]),
     ]
     assert aggregate(windows) == [("b", 1, 0.4), ("a", 0, 0.3), ("c", 2, 0.1)]
+
+
+def test_label_segments_join_consecutive_windows_per_label() -> None:
+    rows = [
+        {
+            "window_index": i,
+            "start_ms": 4000 * i,
+            "end_ms": 4000 * (i + 1),
+            "label": label,
+            "label_index": n,
+            "score": p,
+        }
+        for i, label, n, p in [
+            (3, "a", 0, 0.4),  # unordered on purpose
+            (0, "a", 0, 0.9),
+            (1, "a", 0, 0.5),
+            (1, "b", 1, 0.3),
+            (2, "b", 1, 0.6),
+            (4, "b", 1, 0.2),
+        ]
+    ]
+    got = sorted(
+        (s["label"], s["label_index"], s["start_ms"], s["end_ms"], s["windows"], s["score"], s["mean_score"])
+        for s in label_segments(rows)
+    )
+    assert got == [
+        ("a", 0, 0, 8000, 2, 0.9, pytest.approx(0.7)),
+        ("a", 0, 12000, 16000, 1, 0.4, 0.4),  # window 2 lacks "a": a new run
+        ("b", 1, 4000, 12000, 2, 0.6, pytest.approx(0.45)),
+        ("b", 1, 16000, 20000, 1, 0.2, 0.2),
+    ]
+    assert label_segments([]) == []
 
 
 def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path]) -> None:
@@ -132,6 +172,17 @@ def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path
     spans = sorted({(w.window_index, w.start_ms, w.end_ms) for w in windows})
     assert spans == [(0, 0, 4000), (1, 4000, 8000), (2, 8000, 12000)]
     assert len(windows) == 3 * 3  # top_k per window
+    with ctx.sessions() as session:
+        segments = session.scalars(select(LabelSegment).where(LabelSegment.video_id == job.video_id)).all()
+    stored = sorted((g.label, g.start_ms, g.end_ms, g.windows, g.score) for g in segments)
+    rows = [
+        {c: getattr(w, c) for c in ("window_index", "start_ms", "end_ms", "label", "label_index", "score")}
+        for w in windows
+    ]
+    runs = sorted(
+        (g["label"], g["start_ms"], g["end_ms"], g["windows"], g["score"]) for g in label_segments(rows)
+    )
+    assert stored == runs and sum(g.windows for g in segments) == len(windows)
     with ctx.sessions() as session:
         video = session.get_one(Video, job.video_id)
         assert (video.width, video.height, video.codec, video.duration_s) == (240, 180, "h264", 12.0)
@@ -156,6 +207,7 @@ def test_redelivery_never_duplicates_labels(ctx: PipelineContext, videos: list[P
     assert index_video(job_id, ctx).status == "succeeded"
     _, labels, windows = _rows(ctx, job_id)
     before = sorted((x.id, x.label, x.score) for x in labels), sorted((x.id, x.label) for x in windows)
+    segments_before = _segments(ctx, job_id)
 
     # A second delivery of a finished job does nothing.
     assert index_video(job_id, ctx).status == "succeeded"
@@ -167,6 +219,7 @@ def test_redelivery_never_duplicates_labels(ctx: PipelineContext, videos: list[P
     job, labels, windows = _rows(ctx, job_id)
     after = sorted((x.id, x.label, x.score) for x in labels), sorted((x.id, x.label) for x in windows)
     assert after == before
+    assert _segments(ctx, job_id) == segments_before and segments_before
     assert job.attempts == 2
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from services.core.config import get_settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import ApiKey, WindowLabel
+from services.core.models import ApiKey, LabelSegment, WindowLabel
 from services.core.security import hash_api_key
 from tests import platform_servers
 from workers.cli import app
@@ -65,18 +65,19 @@ def test_index_then_search(data_dir: Path, tiny_checkpoint: Path, tmp_path: Path
 
     engine = create_db_engine(get_settings().resolved_database_url)
     with session_factory(engine)() as session:
-        windows = session.scalars(
-            select(WindowLabel)
-            .where(WindowLabel.label == best)
-            .order_by(WindowLabel.score.desc(), WindowLabel.id.desc())
+        segments = session.scalars(
+            select(LabelSegment)
+            .where(LabelSegment.label == best)
+            .order_by(LabelSegment.score.desc(), LabelSegment.id.desc())
         ).all()
+        windows = session.scalars(select(WindowLabel).where(WindowLabel.label == best)).all()
     engine.dispose()
-    assert windows
+    assert segments and sum(g.windows for g in segments) == len(windows)  # every window in one moment
     moments = runner.invoke(app, ["search", best, "--moments"], terminal_width=200)
     assert moments.exit_code == 0, moments.output
     shown = [line for line in moments.output.splitlines() if re.search(r"│ \d\.\d{3} │", line)]
-    assert len(shown) == len(windows)
-    for line, window in zip(shown, windows, strict=True):  # best first, each with its time span
+    assert len(shown) == len(segments)
+    for line, window in zip(shown, segments, strict=True):  # best first, each with its time span
         assert f"{window.score:.3f}" in line
         assert f"{window.start_ms / 1000:.1f} s" in line and f"{window.end_ms / 1000:.1f} s" in line
 

@@ -127,12 +127,13 @@ def index_cmd(
 def search_cmd(
     label: Annotated[str, typer.Argument(help="a label, e.g. 'juggling balls'")],
     min_score: Annotated[float, typer.Option(help="minimum score (video-level, or per window)")] = 0.0,
-    moments: Annotated[bool, typer.Option("--moments", help="list time windows instead of videos")] = False,
+    moments: Annotated[bool, typer.Option("--moments", help="where in the videos: runs of windows")] = False,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
 ) -> None:
-    """Search the index for videos with a label (or, with --moments, the windows), best score first."""
+    """Search the index for videos with a label (with --moments, where in them), best score first."""
     from services.core import search
     from services.core.db import create_db_engine, session_factory
+    from services.core.models import LabelSegment
 
     engine = create_db_engine(_settings().resolved_database_url)
     hits = search.moment_hits if moments else search.video_hits
@@ -142,15 +143,15 @@ def search_cmd(
     engine.dispose()
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
     columns = (
-        ("score", "video", "from", "to", "model", "id")
+        ["score", "video", "from", "to", "model", "id"]
         if moments
-        else ("score", "video", "duration", "model", "id")
+        else ["score", "video", "duration", "model", "id"]
     )
     for column in columns:
         table.add_column(column, justify="left" if column in ("video", "model", "id") else "right")
     for hit, video in rows:
         name = video.filename or video.source_uri or "-"
-        if moments:
+        if isinstance(hit, LabelSegment):
             span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
         else:
             span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]

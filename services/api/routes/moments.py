@@ -1,4 +1,4 @@
-"""Moments: where in the indexed videos a label happens, one time window per hit."""
+"""Moments: where in the indexed videos a label happens, one run of consecutive windows per hit."""
 
 from __future__ import annotations
 
@@ -13,21 +13,21 @@ router = APIRouter(prefix="/v1/moments", tags=["search"])
 
 @router.get("")
 def search_moments(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> MomentPage:
-    """Time windows whose label `label` scores at least `min_score`, best first, each with its video
-    and its start and end (ms). Windows keep their top labels only (the job's `top_k`)."""
+    """Where `label` happens: runs of consecutive windows that each have it among their top labels
+    (the job's `top_k`), ranked by their best window's score, with start and end (ms)."""
     rows, next_cursor = search.split_page(session.execute(search.moment_hits(params)).all(), params)
     items = [
         MomentHit(
             video_id=video.id,
             filename=video.filename,
-            window_index=window.window_index,
-            start_ms=window.start_ms,
-            end_ms=window.end_ms,
-            label=window.label,
-            score=window.score,
-            rank=window.rank,
-            model=ModelRef(name=window.model_name, version=window.model_version),
+            label=segment.label,
+            start_ms=segment.start_ms,
+            end_ms=segment.end_ms,
+            windows=segment.windows,
+            score=segment.score,
+            mean_score=segment.mean_score,
+            model=ModelRef(name=segment.model_name, version=segment.model_version),
         )
-        for window, video in rows
+        for segment, video in rows
     ]
     return MomentPage(items=items, next_cursor=next_cursor)

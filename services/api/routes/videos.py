@@ -35,13 +35,14 @@ from services.api.schemas import (
     ModelRef,
     SearchHit,
     SearchPage,
+    SegmentOut,
     SourceRequest,
     VideoOut,
     WindowOut,
 )
 from services.core import metrics, search
 from services.core.config import Settings
-from services.core.models import IdempotencyKey, Job, JobStatus, Video, VideoLabel, WindowLabel
+from services.core.models import IdempotencyKey, Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.queue import enqueue_index_video
 from services.core.sniff import SNIFF_BYTES, looks_like_video
 from services.core.storage import (
@@ -448,6 +449,15 @@ def get_video(
         VideoLabel.model_version == version,
     )
     labels = session.scalars(select(VideoLabel).where(*key).order_by(VideoLabel.rank)).all()
+    segments = session.scalars(
+        select(LabelSegment)
+        .where(
+            LabelSegment.video_id == video_id,
+            LabelSegment.model_name == name,
+            LabelSegment.model_version == version,
+        )
+        .order_by(LabelSegment.start_ms, LabelSegment.score.desc(), LabelSegment.label)
+    ).all()
     window_rows = session.scalars(
         select(WindowLabel)
         .where(
@@ -479,6 +489,17 @@ def get_video(
         created_at=video.created_at,
         model=ModelRef(name=name, version=version),
         labels=[LabelOut(label=r.label, index=r.label_index, score=r.score, rank=r.rank) for r in labels],
+        segments=[
+            SegmentOut(
+                label=r.label,
+                start_ms=r.start_ms,
+                end_ms=r.end_ms,
+                windows=r.windows,
+                score=r.score,
+                mean_score=r.mean_score,
+            )
+            for r in segments
+        ],
         windows=list(windows.values()),
         jobs=[job_out(j) for j in jobs],
     )
