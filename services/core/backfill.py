@@ -27,7 +27,16 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.config import Settings
-from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel, WindowLabel
+from services.core.models import (
+    Backfill,
+    Job,
+    JobStatus,
+    LabelSegment,
+    SourceObject,
+    Video,
+    VideoLabel,
+    WindowLabel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -648,8 +657,9 @@ def _labels(rows: Sequence[VideoLabel] | Sequence[WindowLabel]) -> list[dict[str
 
 def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.UUID) -> int:
     """Write one JSON Lines object per video of this backfill under its output prefix, named after
-    the source key (``<output prefix><key>.jsonl``): a first line with the video's status and
-    labels, then one line per window. Idempotent (objects are overwritten); returns the count."""
+    the source key (``<output prefix><key>.jsonl``): a first line with the video's status, labels
+    and segments (where each label happens), then one line per window. Idempotent (objects are
+    overwritten); returns the count."""
     with sessions() as session:
         backfill = session.get_one(Backfill, backfill_id)
         if backfill.output_uri is None:
@@ -685,6 +695,17 @@ def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.U
                 .order_by(WindowLabel.window_index, WindowLabel.rank)
             ):
                 windows.setdefault(wl.video_id, {}).setdefault(wl.window_index, []).append(wl)
+            segments: dict[uuid.UUID, list[LabelSegment]] = {}
+            for segment in session.scalars(
+                select(LabelSegment)
+                .where(
+                    LabelSegment.video_id.in_(ids),
+                    LabelSegment.model_name == model["name"],
+                    LabelSegment.model_version == model["version"],
+                )
+                .order_by(LabelSegment.start_ms, LabelSegment.score.desc(), LabelSegment.label)
+            ):
+                segments.setdefault(segment.video_id, []).append(segment)
         for source_key, etag, job, video in chunk:
             head = {
                 "source_uri": video.source_uri,
@@ -694,6 +715,17 @@ def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.U
                 "model": model,
                 "duration_s": video.duration_s,
                 "labels": _labels(video_labels.get(video.id, [])),
+                "segments": [
+                    {
+                        "label": g.label,
+                        "start_ms": g.start_ms,
+                        "end_ms": g.end_ms,
+                        "windows": g.windows,
+                        "score": g.score,
+                        "mean_score": g.mean_score,
+                    }
+                    for g in segments.get(video.id, [])
+                ],
             }
             lines = [head] + [
                 {"window": index, "start_ms": ws[0].start_ms, "end_ms": ws[0].end_ms, "labels": _labels(ws)}

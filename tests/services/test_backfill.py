@@ -26,7 +26,16 @@ from services.core.backfill import (
 )
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel, WindowLabel
+from services.core.models import (
+    Backfill,
+    Job,
+    JobStatus,
+    LabelSegment,
+    SourceObject,
+    Video,
+    VideoLabel,
+    WindowLabel,
+)
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK, create_producer, enqueue_index_video
 from tests.platform_servers import moto_client
 
@@ -359,6 +368,13 @@ def test_results_are_exported_as_json_lines_once_every_job_has_finished(
                 )
                 for w, (label, index, score) in enumerate([("a", 0, 0.7), ("b", 1, 0.5)])
             ]
+            + [
+                LabelSegment(
+                    video_id=first.video_id, label=label, label_index=index, start_ms=start,
+                    end_ms=start + 4000, windows=1, score=score, mean_score=score, **model,
+                )
+                for start, (label, index, score) in [(4000, ("b", 1, 0.5)), (0, ("a", 0, 0.7))]
+            ]
         )  # fmt: skip
         session.get_one(Video, first.video_id).duration_s = 8.0
         first.status = JobStatus.succeeded
@@ -384,9 +400,25 @@ def test_results_are_exported_as_json_lines_once_every_job_has_finished(
             "model": version,
             "duration_s": 8.0,
             "labels": [{"label": "a", "index": 0, "score": 0.6}, {"label": "b", "index": 1, "score": 0.5}],
+            "segments": [  # by start time
+                {"label": "a", "start_ms": 0, "end_ms": 4000, "windows": 1, "score": 0.7, "mean_score": 0.7},
+                {
+                    "label": "b",
+                    "start_ms": 4000,
+                    "end_ms": 8000,
+                    "windows": 1,
+                    "score": 0.5,
+                    "mean_score": 0.5,
+                },
+            ],
         },
         {"window": 0, "start_ms": 0, "end_ms": 4000, "labels": [{"label": "a", "index": 0, "score": 0.7}]},
         {"window": 1, "start_ms": 4000, "end_ms": 8000, "labels": [{"label": "b", "index": 1, "score": 0.5}]},
     ]
     failed = json.loads(s3.get_object(Bucket=bucket, Key=f"out/{VIDEO_KEYS[1]}.jsonl")["Body"].read())
-    assert (failed["status"], failed["reason"], failed["labels"]) == ("failed", "not_a_video", [])
+    assert (failed["status"], failed["reason"], failed["labels"], failed["segments"]) == (
+        "failed",
+        "not_a_video",
+        [],
+        [],
+    )
