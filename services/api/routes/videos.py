@@ -211,6 +211,8 @@ def _check_webhook(options: IndexOptions, settings: Settings) -> None:
         200: {"description": "the same bytes (or idempotency key) were already submitted", "model": JobOut},
         413: {"description": "upload larger than the limit"},
         415: {"description": "not a video"},
+        422: {"description": "a bad field, or a `source_uri` that does not exist or cannot be read"},
+        503: {"description": "the job queue or the object storage is unavailable; retry"},
     },
 )
 async def create_video(
