@@ -220,15 +220,29 @@ def _queued_jobs(backfill_id: uuid.UUID) -> Any:
     )
 
 
-def refresh(session: Session, backfill: Backfill) -> BackfillCounts:
-    """Current counts; an indexing backfill whose jobs have all finished becomes completed, and
-    its counts are frozen from then on."""
+@dataclass(frozen=True)
+class FinishedJobs:
+    succeeded: int
+    failed: int
+
+
+def finished_jobs(session: Session, backfill_id: uuid.UUID) -> FinishedJobs:
+    """How many of the backfill's jobs have finished. A scan of its jobs (about 0.75 s at a million
+    objects on Postgres): callers run it before locking the backfill row, not while holding it."""
+    by_status = dict(session.execute(_queued_jobs(backfill_id)).tuples().all())
+    return FinishedJobs(int(by_status.get(JobStatus.succeeded, 0)), int(by_status.get(JobStatus.failed, 0)))
+
+
+def refresh(session: Session, backfill: Backfill, finished: FinishedJobs | None = None) -> BackfillCounts:
+    """Current counts (``finished`` if the caller counted them already); an indexing backfill whose
+    jobs have all finished becomes completed, and its counts are frozen from then on."""
     if backfill.status in ACTIVE:
-        by_status = dict(session.execute(_queued_jobs(backfill.id)).tuples().all())
-        succeeded = int(by_status.get(JobStatus.succeeded, 0))
-        failed = int(by_status.get(JobStatus.failed, 0))
-        backfill.jobs_succeeded, backfill.jobs_failed = succeeded, failed
-        if backfill.status == BackfillStatus.indexing and succeeded + failed >= backfill.jobs_created:
+        done = finished or finished_jobs(session, backfill.id)
+        backfill.jobs_succeeded, backfill.jobs_failed = done.succeeded, done.failed
+        if (
+            backfill.status == BackfillStatus.indexing
+            and done.succeeded + done.failed >= backfill.jobs_created
+        ):
             backfill.status = BackfillStatus.completed
             backfill.finished_at = utcnow()
     return counts_of(backfill)
@@ -245,11 +259,11 @@ def counts_of(backfill: Backfill) -> BackfillCounts:
 
 
 def failures(
-    session: Session, backfill: Backfill, *, limit: int = FAILURE_SAMPLE
+    session: Session, backfill_id: uuid.UUID, *, limit: int = FAILURE_SAMPLE
 ) -> tuple[dict[str, int], list[ObjectFailure]]:
     """Failed objects of this backfill: counts by reason, and the first ``limit`` of them by key."""
     where = (
-        SourceObject.backfill_id == backfill.id,
+        SourceObject.backfill_id == backfill_id,
         SourceObject.outcome == "queued",
         Job.status == JobStatus.failed,
     )
@@ -614,8 +628,9 @@ def advance(runner: BackfillRunner, backfill_id: uuid.UUID) -> tuple[str, bool]:
     if outcome in (RunOutcome.throttled, RunOutcome.busy):
         return str(outcome), True
     with runner.sessions.begin() as session:
+        finished = finished_jobs(session, backfill_id)
         row = session.get_one(Backfill, backfill_id, with_for_update=True)
-        refresh(session, row)
+        refresh(session, row, finished)
         export = row.output_uri is not None and row.exported_at is None
         status = row.status
     if export and status == BackfillStatus.completed:

@@ -288,7 +288,7 @@ def test_backfill_of_a_thousand_objects_killed_resumed_and_run_again(
             listed=LISTED, skipped=SKIPPED, queued=QUEUED, succeeded=CLIPS, failed=sum(FAILED.values())
         )
         with sessions() as session:
-            by_reason, failed = backfills.failures(session, done, limit=1000)
+            by_reason, failed = backfills.failures(session, done.id, limit=1000)
             assert by_reason == FAILED
             assert {f.key: f.reason for f in failed if f.reason in ("source_missing", "access_denied")} == {
                 **dict.fromkeys(GONE, "source_missing"),

@@ -319,7 +319,7 @@ def test_cancel_fails_the_jobs_not_started(
         backfills.cancel(session, session.get_one(Backfill, backfill_id))
     assert _counts(sessions, backfill_id) == (BackfillStatus.cancelled, BackfillCounts(24, 4, 20, 1, 18))
     with sessions() as session:
-        by_reason, failed = backfills.failures(session, session.get_one(Backfill, backfill_id), limit=3)
+        by_reason, failed = backfills.failures(session, backfill_id, limit=3)
     assert by_reason == {"cancelled": 18}
     assert [f.reason for f in failed] == ["cancelled"] * 3
     assert _runner(settings, sessions).run(backfill_id) is RunOutcome.stopped

@@ -143,10 +143,11 @@ def backfill_cmd(
             progress.update(bar, description="indexing")
             while True:
                 with sessions.begin() as session:
+                    finished = backfills.finished_jobs(session, backfill_id)
+                    by_reason, _ = backfills.failures(session, backfill_id, limit=0)
                     row = session.get_one(Backfill, backfill_id, with_for_update=True)
-                    counts = backfills.refresh(session, row)
+                    counts = backfills.refresh(session, row, finished)
                     status, reason = row.status, row.reason
-                    by_reason, _ = backfills.failures(session, row, limit=0)
                 show(counts)
                 if not wait or status not in backfills.ACTIVE:
                     break

@@ -30,8 +30,10 @@ def _end_read(session: Session) -> None:
         session.commit()
 
 
-def backfill_out(session: Session, row: Backfill) -> BackfillOut:
-    by_reason, failed = backfills.failures(session, row)
+def backfill_out(
+    row: Backfill, failures: tuple[dict[str, int], list[backfills.ObjectFailure]]
+) -> BackfillOut:
+    by_reason, failed = failures
     return BackfillOut(
         id=row.id,
         source_uri=row.source_uri,
@@ -85,7 +87,7 @@ def create_backfill(
             options=options.to_job_options(),
             output_uri=body.output_uri,
         )
-        out = backfill_out(session, row)
+        out = backfill_out(row, ({}, []))  # nothing listed yet
     # After the commit: the worker that picks the id up finds the row.
     enqueue_backfill(producer, str(row.id))
     response.headers["Location"] = f"/v1/backfills/{row.id}"
@@ -104,9 +106,12 @@ def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -
     """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
     _end_read(session)
     with session.begin():
+        # The counting reads come first: the row lock is held only to store what they found.
+        finished = backfills.finished_jobs(session, backfill_id)
+        failures = backfills.failures(session, backfill_id)
         row = _get(session, backfill_id)
-        backfills.refresh(session, row)
-        return backfill_out(session, row)
+        backfills.refresh(session, row, finished)
+        return backfill_out(row, failures)
 
 
 @router.post("/{backfill_id}/cancel")
@@ -116,4 +121,4 @@ def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep
     with session.begin():
         row = _get(session, backfill_id)
         backfills.cancel(session, row)
-        return backfill_out(session, row)
+        return backfill_out(row, backfills.failures(session, backfill_id))
