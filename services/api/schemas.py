@@ -57,6 +57,11 @@ class JobOut(BaseModel):
     duplicate: bool = Field(default=False, description="the same bytes were already submitted")
 
 
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
 class LabelOut(BaseModel):
     label: str
     index: int

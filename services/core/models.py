@@ -140,14 +140,19 @@ class SourceObject(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    # One index per video and model version: the dedupe key.
-    __table_args__ = (UniqueConstraint("video_id", "model_name", "model_version"),)
+    __table_args__ = (
+        # One index per video and model version: the dedupe key.
+        UniqueConstraint("video_id", "model_name", "model_version"),
+        # Job listing, newest first, with or without a status (keyset pages on created_at, id).
+        Index("ix_jobs_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
     reason: Mapped[str | None] = mapped_column(String(64))  # machine code of a failure
     detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

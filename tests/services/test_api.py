@@ -4,6 +4,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,58 @@ def test_moments_are_runs_of_windows_best_first(client: TestClient, settings: Se
         (label, 40_000, 50_000),
     ]
     assert len(detail["windows"]) == 5
+
+
+def test_jobs_list_newest_first_by_status_and_reason(client: TestClient, settings: Settings) -> None:
+    # Created "in the future", so these are the run's newest jobs whatever other tests add.
+    version = f"listing-{uuid.uuid4().hex[:8]}"
+    start = datetime(2100, 1, 1, tzinfo=UTC)
+    spec = [
+        ("failed", "corrupt"),
+        ("succeeded", None),
+        ("failed", "too_large"),
+        ("failed", "corrupt"),
+        ("failed", "corrupt"),  # created at the same time as the one before: the id breaks the tie
+        ("queued", None),
+    ]
+    engine = create_db_engine(settings.resolved_database_url)
+    jobs: list[tuple[datetime, str, str, str | None]] = []
+    with session_factory(engine).begin() as session:
+        for i, (status, reason) in enumerate(spec):
+            video = Video(sha256=uuid.uuid4().hex * 2)
+            session.add(video)
+            session.flush()
+            created = start + timedelta(minutes=min(i, 3))
+            job = Job(video_id=video.id, model_name="tsm", model_version=version, created_at=created)
+            job.status, job.reason = status, reason
+            session.add(job)
+            session.flush()
+            jobs.append((created, str(job.id), status, reason))
+    engine.dispose()
+    newest_first = sorted(jobs, reverse=True)
+
+    def listing(**params: Any) -> list[str]:
+        """Page through, 2 jobs a page, until past this test's jobs (the newest)."""
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = client.get(
+                "/v1/jobs", params={**params, "limit": 2, **({"cursor": cursor} if cursor else {})}
+            )
+            assert page.status_code == 200, page.text
+            items = page.json()["items"]
+            seen += [j["id"] for j in items if j["model"]["version"] == version]
+            cursor = page.json()["next_cursor"]
+            if cursor is None or any(j["model"]["version"] != version for j in items):
+                return seen
+
+    assert listing() == [job_id for _, job_id, _, _ in newest_first]
+    failed = [job_id for _, job_id, status, _ in newest_first if status == "failed"]
+    assert listing(status="failed") == failed
+    corrupt = [job_id for _, job_id, _, reason in newest_first if reason == "corrupt"]
+    assert listing(status="failed", reason="corrupt") == corrupt and len(corrupt) == 3
+    assert client.get("/v1/jobs", params={"status": "lost"}).status_code == 422
+    assert client.get("/v1/jobs", params={"cursor": "%%%"}).status_code == 422
 
 
 def test_delete_removes_rows_and_bytes(client: TestClient, settings: Settings, tmp_path: Path) -> None:

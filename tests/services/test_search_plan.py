@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, Select, text
 
+from services.api.routes.jobs import jobs_query
 from services.core import search
 from services.core.db import create_db_engine
 
@@ -63,7 +65,19 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
             ),
             {"v": version, "n": VIDEOS, "w": SEGMENTS, "per": LABELS_PER_ROW // 4, "k": VOCABULARY},
         )
-        for table in ("videos", "video_labels", "label_segments"):
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, video_id, model_name, model_version, status, reason, attempts,"
+                " progress, options, created_at)"
+                " SELECT md5('job' || :v || i)::uuid, md5(:v || i)::uuid, 'tsm', :v,"
+                " (ARRAY['succeeded', 'failed', 'queued', 'running'])[i % 4 + 1],"
+                " CASE WHEN i % 4 = 1 THEN 'corrupt' END, 1, 0, '{}',"
+                " now() - i * interval '1 second'"
+                " FROM generate_series(1, :n) i"
+            ),
+            {"v": version, "n": VIDEOS},
+        )
+        for table in ("videos", "video_labels", "label_segments", "jobs"):
             conn.execute(text(f"ANALYZE {table}"))
     yield engine  # the run's database is dropped at the end of the run
     engine.dispose()
@@ -87,3 +101,16 @@ def test_search_pages_come_out_of_the_label_score_index(
     scans = [n for n in nodes if n.get("Relation Name") == table]
     assert [n["Index Name"] for n in scans] == [index]
     assert not any("Sort" in n["Node Type"] for n in nodes)  # rows come out of the index in order
+
+
+@pytest.mark.parametrize(
+    ("status", "index"), [("failed", "ix_jobs_status_created_at_id"), (None, "ix_jobs_created_at_id")]
+)
+def test_job_pages_come_out_of_the_listing_indexes(populated: Engine, status: str | None, index: str) -> None:
+    engine = populated
+    after = (datetime.now(UTC) - timedelta(hours=1), uuid.UUID(int=0))  # a second page
+    with engine.connect() as conn:
+        nodes = _plan(conn, engine, jobs_query(status, None, after, 51))
+    scans = [n for n in nodes if n.get("Relation Name") == "jobs"]
+    assert [n.get("Index Name") for n in scans] == [index]
+    assert not any("Sort" in n["Node Type"] for n in nodes)

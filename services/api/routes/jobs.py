@@ -1,14 +1,20 @@
-"""Job status."""
+"""Jobs: one job's state, and the jobs newest first (e.g. the failed ones, by reason)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
+from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import Select, and_, or_, select
 
 from services.api.deps import ApiKeyDep, SessionDep
-from services.api.schemas import JobOut, ModelRef
-from services.core.models import Job
+from services.api.schemas import JobOut, JobPage, ModelRef
+from services.core.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -37,3 +43,50 @@ def get_job(job_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> JobOut:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
     return job_out(job)
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(json.dumps([job.created_at.isoformat(), str(job.id)]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+
+
+def jobs_query(
+    status_: str | None, reason: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Select[tuple[Job]]:
+    """Jobs newest first (keyset pages on created_at, id), served by the jobs' listing indexes."""
+    query = select(Job)
+    if status_ is not None:
+        query = query.where(Job.status == status_)
+    if reason is not None:
+        query = query.where(Job.reason == reason)
+    if after is not None:
+        created_at, job_id = after
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    _key: ApiKeyDep,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    reason: Annotated[str | None, Query(max_length=64, description="a failure reason, e.g. corrupt")] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    """Jobs newest first, optionally only those with a `status` (and a failure `reason`)."""
+    after = _decode_cursor(cursor) if cursor is not None else None
+    jobs = session.scalars(jobs_query(status_, reason, after, limit + 1)).all()
+    return JobPage(
+        items=[job_out(job) for job in jobs[:limit]],
+        next_cursor=_encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None,
+    )
