@@ -4,6 +4,8 @@
    and 1 (2 * fold / C), residual ("blockres") and in-place ("block") placement. Every config is
    timed once per round, in rotating order, so drift and other load hit all of them alike; the
    overhead is the median over rounds of (config / no-shift network in the same round) - 1.
+   The shift's share of a forward, timed on the inputs one forward gave each shift, is reported
+   beside it: a reading of the same cost with far less noise.
 2. Precision: batch-1 latency and batch-B videos/s for fp32 and bf16 autocast (interleaved),
    with achieved GFLOP/s from FLOPs counted by ``torch.utils.flop_counter``.
 3. Allocators: the batch-B measurement in fresh subprocesses, one per allocator setting (glibc
@@ -159,6 +161,62 @@ def shift_sweep(config: ModelBenchConfig, progress: Progress) -> dict[str, Any]:
     }
 
 
+def _recorder(store: list[Any]) -> Callable[[Any, tuple[Any, ...]], None]:
+    """A forward pre-hook that keeps each call's first input."""
+
+    def hook(_module: Any, args: tuple[Any, ...]) -> None:
+        store.append(args[0])
+
+    return hook
+
+
+def shift_share(config: ModelBenchConfig, progress: Progress) -> dict[str, Any]:
+    """The shift's own share of a forward pass, per precision: a low-noise reading of its overhead.
+
+    One forward records the input of every shift (real shapes, layout and dtype); then each round
+    times a whole forward and, right after, the same shifts alone on those inputs. The share is the
+    median over rounds of (shift time / forward time): both sides see the same load, so it resolves
+    differences far below the ±5% round-to-round noise of the latency sweep.
+    """
+    import torch
+
+    from model_store.tsm import cpu_supports_bf16
+    from model_store.tsm.shift import TemporalShift, temporal_shift
+
+    precisions = ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
+    x = _clip_batch(1, config)
+    out: dict[str, Any] = {}
+    for precision in precisions:
+        runner = _runner(config, shift_div=8, place="blockres", precision=precision)
+        shifts = [m for m in runner.model.modules() if isinstance(m, TemporalShift)]
+        inputs: list[Any] = []
+        hooks = [m.register_forward_pre_hook(_recorder(inputs)) for m in shifts]
+        runner(x)  # warm-up, and the inputs of every shift
+        for hook in hooks:
+            hook.remove()
+        calls = list(zip(shifts, inputs, strict=True))
+        forwards, shifting = [], []
+        with torch.inference_mode():
+            for r in range(config.repeats):
+                progress(f"shift share ({precision}): round {r + 1}/{config.repeats}")
+                started = time.perf_counter()
+                runner(x)
+                forwards.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                for module, tensor in calls:
+                    temporal_shift(tensor, module.num_segments, module.shift_div, causal=module.causal)
+                shifting.append(time.perf_counter() - started)
+        out[precision] = {
+            "shifts_per_forward": len(calls),
+            "input_dtype": str(inputs[0].dtype),
+            "forward_s": statistics.median(forwards),
+            "shift_s": statistics.median(shifting),
+            "share": statistics.median(s / f for s, f in zip(shifting, forwards, strict=True)),
+            "raw": {"forward_s": forwards, "shift_s": shifting},
+        }
+    return out
+
+
 def count_flops(config: ModelBenchConfig) -> int:
     """FLOPs of one clip (multiply-add = 2), as counted by torch.utils.flop_counter."""
     import torch
@@ -296,6 +354,7 @@ def run(config: ModelBenchConfig, progress: Progress) -> dict[str, Any]:
         "gflops_per_clip": flops / 1e9,
     }
     results["shift_sweep"] = shift_sweep(config, progress)
+    results["shift_share"] = shift_share(config, progress)
     results["precision"] = precision_bench(config, flops, progress)
     if config.allocators:
         results["allocators"] = allocator_bench(config, progress)

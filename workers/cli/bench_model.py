@@ -77,6 +77,12 @@ def bench_model(
                 f"{100 * p['overhead_cpu']:+.1f}%",
             )
     console.print(table)
+    for precision, share in results["shift_share"].items():
+        console.print(
+            f"shift 1/4 residual, {precision}: {share['shifts_per_forward']} shifts take "
+            f"{share['shift_s'] * 1000:.1f} ms of a {share['forward_s'] * 1000:.0f} ms forward "
+            f"({100 * share['share']:.1f}%, median of {repeats} rounds)"
+        )
 
     prec = results["precision"]
     table = Table(
