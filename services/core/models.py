@@ -177,7 +177,19 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class VideoLabel(Base):
+class _LabelRow:
+    """Columns every label row has: which video, which model, which label, how it scored."""
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(200))
+    label_index: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+
+
+class VideoLabel(_LabelRow, Base):
     """Video-level label: the mean of the window probabilities."""
 
     __tablename__ = "video_labels"
@@ -187,17 +199,10 @@ class VideoLabel(Base):
         Index("ix_video_labels_label_score_id", "label", "score", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
-    model_name: Mapped[str] = mapped_column(String(200))
-    model_version: Mapped[str] = mapped_column(String(200))
-    label: Mapped[str] = mapped_column(String(200))
-    label_index: Mapped[int] = mapped_column(Integer)
-    score: Mapped[float] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
 
 
-class WindowLabel(Base):
+class WindowLabel(_LabelRow, Base):
     """Top labels of one time window of a video."""
 
     __tablename__ = "window_labels"
@@ -206,20 +211,13 @@ class WindowLabel(Base):
         Index("ix_window_labels_label_score", "label", "score"),
     )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
-    model_name: Mapped[str] = mapped_column(String(200))
-    model_version: Mapped[str] = mapped_column(String(200))
     window_index: Mapped[int] = mapped_column(Integer)
     start_ms: Mapped[int] = mapped_column(BigInteger)
     end_ms: Mapped[int] = mapped_column(BigInteger)
-    label: Mapped[str] = mapped_column(String(200))
-    label_index: Mapped[int] = mapped_column(Integer)
-    score: Mapped[float] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
 
 
-class LabelSegment(Base):
+class LabelSegment(_LabelRow, Base):
     """Where a label happens: a run of consecutive windows that each have it among their top labels.
 
     ``score`` is the run's best window score (what moment search ranks by), ``mean_score`` the mean
@@ -232,14 +230,7 @@ class LabelSegment(Base):
         Index("ix_label_segments_label_score_id", "label", "score", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
-    model_name: Mapped[str] = mapped_column(String(200))
-    model_version: Mapped[str] = mapped_column(String(200))
-    label: Mapped[str] = mapped_column(String(200))
-    label_index: Mapped[int] = mapped_column(Integer)
     start_ms: Mapped[int] = mapped_column(BigInteger)
     end_ms: Mapped[int] = mapped_column(BigInteger)
     windows: Mapped[int] = mapped_column(Integer)
-    score: Mapped[float] = mapped_column(Float)
     mean_score: Mapped[float] = mapped_column(Float)
