@@ -71,15 +71,20 @@ def _settings(database_url: str, data_dir: Path, checkpoint: Path, **overrides: 
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ctx(request: pytest.FixtureRequest, tmp_path: Path, tiny_checkpoint: Path) -> Iterator[PipelineContext]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
-    else:
-        url = request.getfixturevalue("migrated_postgres_url")
+def _migrated(url: str) -> str:
+    """``url`` after creating its schema."""
     engine = create_db_engine(url)
     upgrade_database(engine)
     engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ctx(request: pytest.FixtureRequest, tmp_path: Path, tiny_checkpoint: Path) -> Iterator[PipelineContext]:
+    if request.param == "sqlite":
+        url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
+    else:
+        url = request.getfixturevalue("migrated_postgres_url")
     context = build_context(_settings(url, tmp_path, tiny_checkpoint))
     yield context
     context.close()
@@ -256,10 +261,7 @@ def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) 
 
 
 def _s3_context(tmp_path: Path, checkpoint: Path, moto_endpoint: str, **overrides: Any) -> PipelineContext:
-    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
-    engine = create_db_engine(url)
-    upgrade_database(engine)
-    engine.dispose()
+    url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
     settings = _settings(
         url,
         tmp_path,
@@ -334,10 +336,7 @@ def test_an_s3_source_records_the_version_it_indexed(
 def test_transient_errors_retry_until_the_attempt_cap(
     tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
-    engine = create_db_engine(url)
-    upgrade_database(engine)
-    engine.dispose()
+    url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
     # A TorchServe address where nothing listens: connection refused, a transient error.
     settings = _settings(
         url,
@@ -382,10 +381,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]) -> None:
-    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
-    engine = create_db_engine(url)
-    upgrade_database(engine)
-    engine.dispose()
+    url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
     ctx = build_context(_settings(url, tmp_path, tiny_checkpoint, webhook_secret=SecretStr("s3cret")))
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -460,10 +456,7 @@ class _BrokenClassifier:
 def test_an_unexpected_error_fails_the_job_and_is_raised(
     tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'tsmindex.db'}"
-    engine = create_db_engine(url)
-    upgrade_database(engine)
-    engine.dispose()
+    url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
     ctx = build_context(_settings(url, tmp_path, tiny_checkpoint), classifier=_BrokenClassifier())
     job_id = _submit(ctx, videos[0])
     with pytest.raises(ZeroDivisionError):
