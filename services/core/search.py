@@ -22,23 +22,39 @@ from sqlalchemy import Select, and_, or_, select
 from services.core.models import LabelSegment, Video, VideoLabel
 
 
+def encode_cursor(values: Sequence[str | float | int]) -> str:
+    """An opaque keyset cursor for any listing: the sort key of the last row of a page."""
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode()
+
+
+def decode_cursor(text: str, size: int) -> list[Any]:
+    """The ``size`` values ``encode_cursor`` wrote; anything else raises ``ValueError``."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("invalid cursor") from exc
+    if not isinstance(values, list) or len(values) != size:
+        raise ValueError("invalid cursor")
+    return values
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page ended: the last row's score and id."""
+    """Where a search page ended: the last row's score and id."""
 
     score: float
     row_id: int
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(json.dumps([self.score, self.row_id]).encode()).decode()
+        return encode_cursor([self.score, self.row_id])
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        """Parse a cursor this module encoded; anything else raises ``ValueError``."""
+        """Parse a cursor this class encoded; anything else raises ``ValueError``."""
+        score, row_id = decode_cursor(text, 2)
         try:
-            score, row_id = json.loads(base64.urlsafe_b64decode(text.encode()))
             return cls(float(score), int(row_id))
-        except (ValueError, TypeError, binascii.Error) as exc:
+        except (TypeError, ValueError) as exc:
             raise ValueError("invalid cursor") from exc
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -14,6 +11,7 @@ from sqlalchemy import Select, and_, or_, select
 
 from services.api.deps import ApiKeyDep, SessionDep
 from services.api.schemas import JobOut, JobPage, ModelRef
+from services.core import search
 from services.core.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -45,15 +43,11 @@ def get_job(job_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> JobOut:
     return job_out(job)
 
 
-def _encode_cursor(job: Job) -> str:
-    return base64.urlsafe_b64encode(json.dumps([job.created_at.isoformat(), str(job.id)]).encode()).decode()
-
-
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        created_at, job_id = search.decode_cursor(cursor, 2)
+        return datetime.fromisoformat(created_at), uuid.UUID(str(job_id))
+    except (ValueError, TypeError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
 
 
@@ -88,5 +82,9 @@ def list_jobs(
     jobs = session.scalars(jobs_query(status_, reason, after, limit + 1)).all()
     return JobPage(
         items=[job_out(job) for job in jobs[:limit]],
-        next_cursor=_encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None,
+        next_cursor=(
+            search.encode_cursor([jobs[limit - 1].created_at.isoformat(), str(jobs[limit - 1].id)])
+            if len(jobs) > limit
+            else None
+        ),
     )
