@@ -36,6 +36,7 @@ from services.core.models import (
     Video,
     VideoLabel,
     WindowLabel,
+    label_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -693,33 +694,15 @@ def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.U
         chunk = rows[start : start + EXPORT_CHUNK]
         ids = [video.id for _, _, _, video in chunk]
         with sessions() as session:
-            key = (VideoLabel.model_name == model["name"], VideoLabel.model_version == model["version"])
+            of_model = (ids, model["name"], model["version"])
             video_labels: dict[uuid.UUID, list[VideoLabel]] = {}
-            for vl in session.scalars(
-                select(VideoLabel).where(VideoLabel.video_id.in_(ids), *key).order_by(VideoLabel.rank)
-            ):
+            for vl in session.scalars(label_rows(VideoLabel, *of_model)):
                 video_labels.setdefault(vl.video_id, []).append(vl)
             windows: dict[uuid.UUID, dict[int, list[WindowLabel]]] = {}
-            for wl in session.scalars(
-                select(WindowLabel)
-                .where(
-                    WindowLabel.video_id.in_(ids),
-                    WindowLabel.model_name == model["name"],
-                    WindowLabel.model_version == model["version"],
-                )
-                .order_by(WindowLabel.window_index, WindowLabel.rank)
-            ):
+            for wl in session.scalars(label_rows(WindowLabel, *of_model)):
                 windows.setdefault(wl.video_id, {}).setdefault(wl.window_index, []).append(wl)
             segments: dict[uuid.UUID, list[LabelSegment]] = {}
-            for segment in session.scalars(
-                select(LabelSegment)
-                .where(
-                    LabelSegment.video_id.in_(ids),
-                    LabelSegment.model_name == model["name"],
-                    LabelSegment.model_version == model["version"],
-                )
-                .order_by(LabelSegment.start_ms, LabelSegment.score.desc(), LabelSegment.label)
-            ):
+            for segment in session.scalars(label_rows(LabelSegment, *of_model)):
                 segments.setdefault(segment.video_id, []).append(segment)
         for source_key, etag, job, video in chunk:
             head = {

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -16,10 +17,12 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Text,
     UniqueConstraint,
     Uuid,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -234,3 +237,27 @@ class LabelSegment(_LabelRow, Base):
     end_ms: Mapped[int] = mapped_column(BigInteger)
     windows: Mapped[int] = mapped_column(Integer)
     mean_score: Mapped[float] = mapped_column(Float)
+
+
+LabelTable = TypeVar("LabelTable", VideoLabel, WindowLabel, LabelSegment)
+
+
+def label_rows(
+    table: type[LabelTable], video_ids: Sequence[uuid.UUID], model_name: str, model_version: str
+) -> Select[tuple[LabelTable]]:
+    """The rows of ``table`` one model version wrote for these videos, in the order each table is read:
+    labels by rank, windows by time then rank, segments by start then best score."""
+    order: dict[type[Any], tuple[Any, ...]] = {
+        VideoLabel: (VideoLabel.rank,),
+        WindowLabel: (WindowLabel.window_index, WindowLabel.rank),
+        LabelSegment: (LabelSegment.start_ms, LabelSegment.score.desc(), LabelSegment.label),
+    }
+    return (
+        select(table)
+        .where(
+            table.video_id.in_(video_ids),
+            table.model_name == model_name,
+            table.model_version == model_version,
+        )
+        .order_by(*order[table])
+    )

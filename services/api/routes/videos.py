@@ -42,7 +42,16 @@ from services.api.schemas import (
 )
 from services.core import metrics, search
 from services.core.config import Settings
-from services.core.models import IdempotencyKey, Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
+from services.core.models import (
+    IdempotencyKey,
+    Job,
+    JobStatus,
+    LabelSegment,
+    Video,
+    VideoLabel,
+    WindowLabel,
+    label_rows,
+)
 from services.core.queue import enqueue_index_video
 from services.core.sniff import SNIFF_BYTES, looks_like_video
 from services.core.storage import (
@@ -445,30 +454,9 @@ def get_video(
     chosen = chosen or (done[0] if done and model_version is None else None)
     name = chosen.model_name if chosen else (jobs[0].model_name if jobs else "")
     version = chosen.model_version if chosen else (model_version or (jobs[0].model_version if jobs else ""))
-    key = (
-        VideoLabel.video_id == video_id,
-        VideoLabel.model_name == name,
-        VideoLabel.model_version == version,
-    )
-    labels = session.scalars(select(VideoLabel).where(*key).order_by(VideoLabel.rank)).all()
-    segments = session.scalars(
-        select(LabelSegment)
-        .where(
-            LabelSegment.video_id == video_id,
-            LabelSegment.model_name == name,
-            LabelSegment.model_version == version,
-        )
-        .order_by(LabelSegment.start_ms, LabelSegment.score.desc(), LabelSegment.label)
-    ).all()
-    window_rows = session.scalars(
-        select(WindowLabel)
-        .where(
-            WindowLabel.video_id == video_id,
-            WindowLabel.model_name == name,
-            WindowLabel.model_version == version,
-        )
-        .order_by(WindowLabel.window_index, WindowLabel.rank)
-    ).all()
+    labels = session.scalars(label_rows(VideoLabel, [video_id], name, version)).all()
+    segments = session.scalars(label_rows(LabelSegment, [video_id], name, version)).all()
+    window_rows = session.scalars(label_rows(WindowLabel, [video_id], name, version)).all()
     windows: dict[int, WindowOut] = {}
     for row in window_rows:
         window = windows.setdefault(
