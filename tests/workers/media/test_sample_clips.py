@@ -15,9 +15,13 @@ import pytest
 
 from tests.workers.media.videos import CODEC_EXTENSIONS, make_video, read_index, require_encoder
 from workers.media import MediaLimits, SampledVideo, probe, sample_clips, segment_indices
-from workers.media.decode import decode_frames, decode_sequential, make_converter
+from workers.media.decode import VideoReader, decode_frames, decode_sequential, make_converter
 from workers.media.limits import Deadline
-from workers.media.probe import open_video, scan
+from workers.media.probe import scan
+
+
+def _reader(path: Path) -> VideoReader:
+    return VideoReader(path, limits=MediaLimits(), deadline=Deadline(30.0))
 
 
 def assert_frames_match(result: SampledVideo, *, visible: float = 1.0) -> None:
@@ -53,13 +57,12 @@ def test_targeted_decode_equals_full_decode(tmp_path: Path, codec: str) -> None:
     convert = make_converter(resize=64, crop=64)
     decoded = []
     for decode in (decode_frames, decode_sequential):
-        with open_video(path, limits=MediaLimits(), deadline=Deadline(30.0)) as (container, stream):
-            table = scan(container, stream, deadline=Deadline(30.0)).table
-            container.seek(table.keyframe_pts(0), stream=stream, backward=True)
-            stream.codec_context.flush_buffers()
-            frames, stats = decode(container, stream, table, targets, convert, deadline=Deadline(30.0))
+        with _reader(path) as reader:
+            table = scan(reader.container, reader.stream, deadline=reader.deadline).table
+            reader.rewind()
+            frames = decode(reader, table, targets, convert)
         assert sorted(frames) == targets
-        decoded.append((frames, stats))
+        decoded.append((frames, reader.stats))
     (ours, our_stats), (full, full_stats) = decoded
     for index in targets:
         np.testing.assert_array_equal(ours[index], full[index])
@@ -191,11 +194,11 @@ def test_seek_lands_on_the_targets_keyframe(tmp_path: Path, bframes: int) -> Non
     when non-reference B-frames are skipped); landing a GOP early would cost frames 10..25."""
     path = make_video(tmp_path / "gop10.mp4", frames=60, size=(64, 48), gop=10, bframes=bframes)
     convert = make_converter(resize=48, crop=48)
-    with open_video(path, limits=MediaLimits(), deadline=Deadline(30.0)) as (container, stream):
-        table = scan(container, stream, deadline=Deadline(30.0)).table
-        container.seek(table.keyframe_pts(0), stream=stream, backward=True)
-        stream.codec_context.flush_buffers()
-        frames, stats = decode_frames(container, stream, table, [25], convert, deadline=Deadline(30.0))
+    with _reader(path) as reader:
+        table = scan(reader.container, reader.stream, deadline=reader.deadline).table
+        reader.rewind()
+        frames = decode_frames(reader, table, [25], convert)
+    stats = reader.stats
     assert stats.seeks == 1
     assert stats.frames_decoded == 6 if bframes == 0 else 2 <= stats.frames_decoded <= 6
     assert read_index(frames[25]) == 25
