@@ -164,7 +164,7 @@ def decode_frames(
     """
     if table.exact and len(table.keyframes):
         try:
-            return _decode_targeted(reader, table, sorted(set(targets)), convert, skip_nonref=skip_nonref)
+            return _TargetedDecode(reader, table, targets, convert, skip_nonref=skip_nonref).run()
         except _Untrusted as untrusted:
             reader.stats.fallback = untrusted.reason
             reader.rewind()
@@ -173,78 +173,107 @@ def decode_frames(
     return decode_sequential(reader, table, targets, convert)
 
 
-def _decode_targeted(
-    reader: VideoReader, table: FrameTable, wanted: list[int], convert: Converter, *, skip_nonref: bool
-) -> dict[int, np.ndarray]:
-    stats, ctx = reader.stats, reader.stream.codec_context
-    out: dict[int, np.ndarray] = {}
-    index_of = {int(p): i for i, p in enumerate(table.pts)}
-    target_pts = {int(table.pts[i]) for i in wanted}
-    keyframes = [int(k) for k in table.keyframes]
-    is_keyframe = set(keyframes)
+class _TargetedDecode:
+    """One pass over the targets in presentation order, seeking GOP to GOP.
 
-    def gop(index: int) -> int:
-        return bisect.bisect_right(keyframes, index) - 1
+    Targets come out of the decoder in order (``cursor``); their packets go in in decode order
+    (``fed``). The decoder seeks when the next target lies in a GOP whose keyframe it has not been
+    fed, after draining it: a fresh decoder makes the first frame out prove where the seek landed.
+    """
 
-    position = 0  # highest frame index the decoder has reached (or been seeked to)
-    seeked_for: int | None = None  # the target of the last seek, until a frame comes out
-    last_pts: int | None = None  # since the last seek, frames must come out in timestamp order
-    cursor = 0  # next entry of ``wanted`` to come out of the decoder
-    fed: set[int] = set()  # pts of targets whose packet went into the decoder since the last seek
-    feed = 0  # first entry of ``wanted`` whose packet has not gone into the decoder yet
+    def __init__(
+        self,
+        reader: VideoReader,
+        table: FrameTable,
+        targets: Sequence[int],
+        convert: Converter,
+        *,
+        skip_nonref: bool,
+    ) -> None:
+        self.reader, self.convert, self.skip_nonref = reader, convert, skip_nonref
+        self.ctx = reader.stream.codec_context
+        self.wanted = sorted(set(targets))
+        self.pts_of = [int(p) for p in table.pts]
+        self.index_of = {p: i for i, p in enumerate(self.pts_of)}
+        self.target_pts = {self.pts_of[i] for i in self.wanted}
+        self.keyframes = [int(k) for k in table.keyframes]
+        self.is_keyframe = set(self.keyframes)
+        self.out: dict[int, np.ndarray] = {}
+        self.cursor = 0  # next entry of ``wanted`` to come out of the decoder
+        self.feed = 0  # first entry of ``wanted`` whose packet may not have gone in yet
+        self.fed: set[int] = set()  # pts of target packets that went in since the last seek
+        self.fed_gop = 0  # the latest GOP whose keyframe went in (or was seeked to)
+        self.seeked_for: int | None = None  # the target of the last seek, until a frame comes out
+        self.last_pts: int | None = None  # since the last seek, frames come out in pts order
+        self.errors_at_seek = 0  # a packet that fails explains a first frame past the target
 
-    def take(frames: list[av.VideoFrame]) -> None:
-        nonlocal position, seeked_for, last_pts, cursor
+    def gop(self, index: int) -> int:
+        return bisect.bisect_right(self.keyframes, index) - 1
+
+    def run(self) -> dict[int, np.ndarray]:
+        while self.cursor < len(self.wanted):
+            if self.gop(self.wanted[self.cursor]) > self.fed_gop:
+                self.ctx.skip_frame = "DEFAULT"
+                self.take(self.reader.decode(None))  # frames still inside may be targets
+                self.ctx.flush_buffers()
+                if self.cursor < len(self.wanted):
+                    self.seek(self.gop(self.wanted[self.cursor]))
+                continue
+            packet = self.reader.next_packet()
+            if packet is not None:
+                self.note_fed(packet)
+            self.take(self.reader.decode(packet))
+            if packet is None:
+                break
+        self.ctx.skip_frame = "DEFAULT"
+        return self.out
+
+    def seek(self, gop: int) -> None:
+        try:
+            self.reader.seek(self.pts_of[self.keyframes[gop]])
+        except av.error.FFmpegError as exc:
+            raise _Untrusted("the file cannot seek", keep_timestamps=True) from exc
+        self.fed_gop, self.seeked_for, self.last_pts = gop, self.wanted[self.cursor], None
+        self.errors_at_seek = self.reader.stats.decode_errors
+        self.fed.clear()
+
+    def note_fed(self, packet: Packet) -> None:
+        """Record what goes into the decoder and set what it may skip of ``packet``."""
+        index = self.index_of.get(packet.pts) if packet.pts is not None else None
+        if index is not None and packet.is_keyframe:
+            self.fed_gop = max(self.fed_gop, self.gop(index))
+        if not self.skip_nonref:
+            return
+        self.feed = max(self.feed, self.cursor)
+        while self.feed < len(self.wanted) and self.pts_of[self.wanted[self.feed]] in self.fed:
+            self.feed += 1
+        upcoming = self.wanted[self.feed] if self.feed < len(self.wanted) else None
+        self.ctx.skip_frame = _skip_mode(
+            packet, self.target_pts, next_is_keyframe=upcoming in self.is_keyframe
+        )
+        if packet.pts in self.target_pts:
+            self.fed.add(int(packet.pts))
+
+    def take(self, frames: list[av.VideoFrame]) -> None:
+        """Check each frame against the table and keep the targets."""
         for frame in frames:
             pts = frame.pts
-            index = index_of.get(pts) if pts is not None else None
+            index = self.index_of.get(pts) if pts is not None else None
             if pts is None or index is None:
                 continue
-            stats.frames_decoded += 1
-            if last_pts is not None and pts <= last_pts:
+            self.reader.stats.frames_decoded += 1
+            if self.last_pts is not None and pts <= self.last_pts:
                 raise _Untrusted("frames come out of timestamp order", keep_timestamps=False)
-            if seeked_for is not None and index > seeked_for:
+            overshot = self.seeked_for is not None and index > self.seeked_for
+            if overshot and self.reader.stats.decode_errors == self.errors_at_seek:
                 raise _Untrusted("a seek went past its target", keep_timestamps=True)
-            last_pts, seeked_for, position = pts, None, max(position, index)
-            while cursor < len(wanted) and wanted[cursor] < index:
-                cursor += 1  # a target the decoder never produced (damaged): left out
-            if cursor < len(wanted) and wanted[cursor] == index:
-                out[index] = convert(frame)
-                stats.frames_converted += 1
-                cursor += 1
-
-    while cursor < len(wanted):
-        target = wanted[cursor]
-        if gop(target) > gop(position):
-            # Drain first: frames still inside the decoder may be targets, and a fresh decoder
-            # makes the frame that comes out first prove where the seek landed.
-            ctx.skip_frame = "DEFAULT"
-            take(reader.decode(None))
-            ctx.flush_buffers()
-            if cursor == len(wanted):
-                break
-            g = gop(wanted[cursor])
-            try:
-                reader.seek(table.keyframe_pts(g))
-            except av.error.FFmpegError as exc:
-                raise _Untrusted("the file cannot seek", keep_timestamps=True) from exc
-            position, seeked_for, last_pts = keyframes[g], wanted[cursor], None
-            fed.clear()
-            continue
-        packet = reader.next_packet()
-        if packet is not None and skip_nonref:
-            feed = max(feed, cursor)
-            while feed < len(wanted) and int(table.pts[wanted[feed]]) in fed:
-                feed += 1
-            upcoming = wanted[feed] if feed < len(wanted) else None
-            ctx.skip_frame = _skip_mode(packet, target_pts, next_is_keyframe=upcoming in is_keyframe)
-            if packet.pts in target_pts:
-                fed.add(int(packet.pts))
-        take(reader.decode(packet))
-        if packet is None:
-            break
-    ctx.skip_frame = "DEFAULT"
-    return out
+            self.last_pts, self.seeked_for = pts, None
+            while self.cursor < len(self.wanted) and self.wanted[self.cursor] < index:
+                self.cursor += 1  # a target the decoder never produced (damaged): left out
+            if self.cursor < len(self.wanted) and self.wanted[self.cursor] == index:
+                self.out[index] = self.convert(frame)
+                self.reader.stats.frames_converted += 1
+                self.cursor += 1
 
 
 def _skip_mode(

@@ -10,11 +10,21 @@ import io
 import tempfile
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from tests.workers.media.videos import CODEC_EXTENSIONS, make_video, read_index, require_encoder
-from workers.media import MediaLimits, SampledVideo, probe, sample_clips, segment_indices
+from workers.media import (
+    CorruptVideoError,
+    MediaLimits,
+    SampledVideo,
+    Shortfall,
+    probe,
+    sample_clips,
+    segment_indices,
+)
+from workers.media.corpus import DERIVATIONS
 from workers.media.decode import VideoReader, decode_frames, decode_sequential, make_converter
 from workers.media.limits import Deadline
 from workers.media.probe import scan
@@ -213,5 +223,83 @@ def test_raw_stream_without_timestamps_is_counted(tmp_path: Path) -> None:
     result = sample_clips(path, num_segments=8, window_s=1.0, resize=48, crop=48)
     assert [c.frame_indices for c in result.clips] == [
         tuple(base + i for i in segment_indices(25, 8)) for base in (0, 25)
+    ]
+    assert_frames_match(result)
+
+
+def _zero_packet(path: Path, target: Path, *, frame: int) -> Path:
+    """A copy of ``path`` with the payload of frame ``frame``'s packet zeroed (a damaged sector)."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    pos, size = packets[frame]
+    data = bytearray(path.read_bytes())
+    data[pos : pos + size] = bytes(size)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_damaged_frame_is_a_shortfall_of_its_window(tmp_path: Path) -> None:
+    source = make_video(tmp_path / "source.mp4", frames=60, size=(96, 64))
+    mjpeg = tmp_path / "clip.avi"
+    DERIVATIONS["mjpeg-avi"](source, mjpeg)  # 10 fps, every frame a keyframe
+    damaged = _zero_packet(mjpeg, tmp_path / "damaged.avi", frame=5)
+
+    result = sample_clips(damaged, num_segments=8, window_s=3.0, resize=64, crop=64)
+    assert result.shortfalls == (Shortfall(window=0, start_s=0.0, end_s=3.0, missing=1),)
+    assert result.shortfall == 1
+    # Frame 5 is replaced by the nearest decoded frame of its window (1 and 9 are as near: the earlier).
+    assert [c.frame_indices for c in result.clips] == [
+        (1, 1, 9, 13, 16, 20, 24, 28),
+        (31, 35, 39, 43, 46, 50, 54, 58),
+    ]
+    assert_frames_match(result)
+    assert result.fallback is None  # the damage explains the frame after the seek: no need to decode forward
+
+    with pytest.raises(CorruptVideoError, match=r"1 of 16 sampled frames did not decode \(in windows 0\)"):
+        sample_clips(damaged, window_s=3.0, resize=64, crop=64, limits=MediaLimits(max_shortfall_fraction=0.05))
+
+
+def test_keyframe_sampling_decodes_keyframes_inside_segments(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "gop10.mp4", frames=120, size=(96, 64), gop=10, bframes=2)
+    exact = sample_clips(path, num_segments=8, window_s=2.0, resize=64, crop=64)
+    keyframe = sample_clips(path, num_segments=8, window_s=2.0, resize=64, crop=64, sampling="keyframe")
+    assert (exact.sampling, keyframe.sampling) == ("exact", "keyframe")
+    assert [c.frame_indices for c in keyframe.clips] == [
+        (0, 10, 20, 26, 30, 40, 50, 56),
+        (60, 70, 80, 86, 90, 100, 110, 116),
+    ]
+    assert_frames_match(keyframe)
+    assert_frames_match(exact)
+    assert keyframe.frames_decoded < exact.frames_decoded
+
+
+def test_keyframe_sampling_needs_timestamps(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "raw.h264", frames=50, size=(64, 48), gop=10)
+    result = sample_clips(path, num_segments=8, resize=48, crop=48, sampling="keyframe")
+    assert result.sampling == "exact"
+    assert result.clips[0].frame_indices == segment_indices(50, 8)
+    assert_frames_match(result)
+
+
+def test_avi_with_b_frames_is_numbered_in_output_order(tmp_path: Path) -> None:
+    """AVI stores no presentation times: with B-frames, frames are counted as the decoder puts them out."""
+    path = make_video(tmp_path / "bframes.avi", frames=90, size=(96, 64), codec="mpeg4", gop=12, bframes=2)
+    result = sample_clips(path, num_segments=8, window_s=1.0, resize=64, crop=64)
+    assert [c.frame_indices for c in result.clips] == [
+        tuple(base + i for i in segment_indices(30, 8)) for base in (0, 30, 60)
+    ]
+    assert_frames_match(result)
+    assert result.seeks == 0
+
+
+def test_a_seek_that_lands_late_decodes_forward(tmp_path: Path) -> None:
+    """MPEG transport streams seek by bisecting the file and land past the keyframe asked for."""
+    source = make_video(tmp_path / "source.mp4", frames=150, fps=25, size=(96, 64))
+    path = tmp_path / "clip.ts"
+    DERIVATIONS["interlaced-mpeg2-ts"](source, path)
+    result = sample_clips(path, num_segments=8, window_s=2.0, resize=64, crop=64)
+    assert result.fallback == "a seek went past its target"
+    assert [c.frame_indices for c in result.clips] == [
+        tuple(base + i for i in segment_indices(50, 8)) for base in (0, 50, 100)
     ]
     assert_frames_match(result)
