@@ -37,7 +37,7 @@ def fetch_cmd(directory: CorpusDirOpt = None) -> None:
         with console.status("fetching the corpus") as status:
             files = fetch(target, on_step=lambda message: status.update(message))
     except CorpusError as exc:
-        console.print(f"[red]corpus fetch failed: {exc}[/red]")
+        Console(stderr=True).print(f"[red]corpus fetch failed: {exc}[/red]")
         raise typer.Exit(1) from exc
     table = Table(title=f"corpus in {target}")
     for column in ("file", "what", "from"):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from services.core.config import Settings
-from workers.media import SampledVideo, probe, sample_clips
+from workers.media import SampledVideo, Sampling, probe, sample_clips
 from workers.media.corpus import CorpusError, CorpusFile, fetch, load_manifest
 from workers.media.decode import make_converter
 
@@ -57,7 +57,7 @@ def mismatches(result: SampledVideo, reference: dict[int, np.ndarray]) -> list[t
 def test_sampled_frames_equal_a_full_decode(corpus: dict[str, CorpusFile], name: str) -> None:
     path = corpus[name].path
     info = probe(path)
-    plans = (("exact", 3600.0), ("exact", 10.0), ("keyframe", 10.0))
+    plans: tuple[tuple[Sampling, float], ...] = (("exact", 3600.0), ("exact", 10.0), ("keyframe", 10.0))
     results = {
         (sampling, window_s): sample_clips(path, num_segments=8, window_s=window_s, sampling=sampling)
         for sampling, window_s in plans

@@ -230,7 +230,7 @@ def test_raw_stream_without_timestamps_is_counted(tmp_path: Path) -> None:
 def _zero_packet(path: Path, target: Path, *, frame: int) -> Path:
     """A copy of ``path`` with the payload of frame ``frame``'s packet zeroed (a damaged sector)."""
     with av.open(str(path)) as container:
-        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size and p.pos is not None]
     pos, size = packets[frame]
     data = bytearray(path.read_bytes())
     data[pos : pos + size] = bytes(size)
@@ -256,7 +256,8 @@ def test_damaged_frame_is_a_shortfall_of_its_window(tmp_path: Path) -> None:
     assert result.fallback is None  # the damage explains the frame after the seek: no need to decode forward
 
     with pytest.raises(CorruptVideoError, match=r"1 of 16 sampled frames did not decode \(in windows 0\)"):
-        sample_clips(damaged, window_s=3.0, resize=64, crop=64, limits=MediaLimits(max_shortfall_fraction=0.05))
+        strict = MediaLimits(max_shortfall_fraction=0.05)
+        sample_clips(damaged, window_s=3.0, resize=64, crop=64, limits=strict)
 
 
 def test_keyframe_sampling_decodes_keyframes_inside_segments(tmp_path: Path) -> None:
