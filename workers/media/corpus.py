@@ -217,94 +217,40 @@ def _frames(source: Path, limit: int) -> Iterator[av.VideoFrame]:
             yield frame
 
 
-def _encode(
-    source: Path,
-    target: Path,
-    *,
-    fmt: str,
-    codec: str,
-    pix_fmt: str,
-    limit: int,
-    rate: Fraction,
-    options: dict[str, str],
-    keep_time: bool = False,
-) -> None:
-    with av.open(str(target), "w", format=fmt, options=_BITEXACT) as out:
-        stream = out.add_stream(codec, rate=rate, options=options)
-        if not isinstance(stream, av.VideoStream):
-            raise CorpusError(f"{codec} is not a video encoder")
-        stream.thread_count = 1
-        stream.codec_context.flags |= av.codec.context.Flags.bitexact
-        first = True
-        for i, frame in enumerate(_frames(source, limit)):
-            time_base = frame.time_base if keep_time and frame.time_base else 1 / rate
-            if first:
-                stream.width, stream.height = frame.width - frame.width % 2, frame.height - frame.height % 2
-                stream.pix_fmt = pix_fmt
-                if keep_time:
-                    stream.codec_context.time_base = time_base
-                first = False
-            image = frame.reformat(width=stream.width, height=stream.height, format=pix_fmt)
-            image.pts = frame.pts if keep_time else i
-            image.time_base = time_base
-            out.mux(stream.encode(image))
-        out.mux(stream.encode(None))
+@dataclass(frozen=True)
+class Transcode:
+    """Re-encode the first ``limit`` frames of a file into ``codec`` in container ``fmt``; with
+    ``keep_time`` the frames keep their source timestamps (a variable frame rate stays variable)."""
 
+    fmt: str
+    codec: str
+    pix_fmt: str
+    limit: int
+    rate: Fraction
+    options: dict[str, str]
+    keep_time: bool = False
 
-def _mjpeg_avi(source: Path, target: Path) -> None:
-    _encode(
-        source,
-        target,
-        fmt="avi",
-        codec="mjpeg",
-        pix_fmt="yuvj420p",
-        limit=150,
-        rate=Fraction(10),
-        options={"q:v": "4"},
-    )
+    def __call__(self, source: Path, target: Path) -> None:
+        frames = list(_frames(source, self.limit))
+        with av.open(str(target), "w", format=self.fmt, options=_BITEXACT) as out:
+            stream = out.add_stream(self.codec, rate=self.rate, options=self.options)
+            if not isinstance(stream, av.VideoStream):
+                raise CorpusError(f"{self.codec} is not a video encoder")
+            stream.thread_count = 1
+            stream.codec_context.flags |= av.codec.context.Flags.bitexact
+            stream.width, stream.height = frames[0].width // 2 * 2, frames[0].height // 2 * 2
+            stream.pix_fmt = self.pix_fmt
+            if self.keep_time:
+                stream.codec_context.time_base = self.time_base(frames[0])
+            for i, frame in enumerate(frames):
+                image = frame.reformat(width=stream.width, height=stream.height, format=self.pix_fmt)
+                image.pts = frame.pts if self.keep_time else i
+                image.time_base = self.time_base(frame)
+                out.mux(stream.encode(image))
+            out.mux(stream.encode(None))
 
-
-def _interlaced_mpeg2_ts(source: Path, target: Path) -> None:
-    options = {"flags": "+ilme+ildct", "top": "1", "g": "12", "bf": "2", "b": "4000000"}
-    _encode(
-        source,
-        target,
-        fmt="mpegts",
-        codec="mpeg2video",
-        pix_fmt="yuv420p",
-        limit=150,
-        rate=Fraction(25),
-        options=options,
-    )
-
-
-def _hevc_10bit_mp4(source: Path, target: Path) -> None:
-    options = {"crf": "26", "x265-params": "pools=1:frame-threads=1:keyint=50:log-level=error", "tag": "hvc1"}
-    _encode(
-        source,
-        target,
-        fmt="mp4",
-        codec="libx265",
-        pix_fmt="yuv420p10le",
-        limit=125,
-        rate=Fraction(25),
-        options=options,
-    )
-
-
-def _vfr_h264_mp4(source: Path, target: Path) -> None:
-    options = {"crf": "23", "preset": "veryfast", "x264-params": "threads=1:mbtree=0"}
-    _encode(
-        source,
-        target,
-        fmt="mp4",
-        codec="libx264",
-        pix_fmt="yuv420p",
-        limit=1000,
-        rate=Fraction(100),
-        options=options,
-        keep_time=True,
-    )
+    def time_base(self, frame: av.VideoFrame) -> Fraction:
+        return frame.time_base if self.keep_time and frame.time_base else 1 / self.rate
 
 
 def _portrait_remux_mp4(source: Path, target: Path) -> None:
@@ -321,10 +267,32 @@ def _portrait_remux_mp4(source: Path, target: Path) -> None:
 
 
 DERIVATIONS: dict[str, Callable[[Path, Path], None]] = {
-    "mjpeg-avi": _mjpeg_avi,
-    "interlaced-mpeg2-ts": _interlaced_mpeg2_ts,
-    "hevc-10bit-mp4": _hevc_10bit_mp4,
-    "vfr-h264-mp4": _vfr_h264_mp4,
+    "mjpeg-avi": Transcode("avi", "mjpeg", "yuvj420p", 150, Fraction(10), {"q:v": "4"}),
+    "interlaced-mpeg2-ts": Transcode(
+        "mpegts",
+        "mpeg2video",
+        "yuv420p",
+        150,
+        Fraction(25),
+        {"flags": "+ilme+ildct", "top": "1", "g": "12", "bf": "2", "b": "4000000"},
+    ),
+    "hevc-10bit-mp4": Transcode(
+        "mp4",
+        "libx265",
+        "yuv420p10le",
+        125,
+        Fraction(25),
+        {"crf": "26", "x265-params": "pools=1:frame-threads=1:keyint=50:log-level=error", "tag": "hvc1"},
+    ),
+    "vfr-h264-mp4": Transcode(
+        "mp4",
+        "libx264",
+        "yuv420p",
+        1000,
+        Fraction(100),
+        {"crf": "23", "preset": "veryfast", "x264-params": "threads=1:mbtree=0"},
+        keep_time=True,
+    ),
     "portrait-remux-mp4": _portrait_remux_mp4,
 }
 
