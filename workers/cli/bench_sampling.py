@@ -37,7 +37,7 @@ def bench_sampling(
     from rich.console import Console
     from rich.table import Table
 
-    from workers.benchmarks.sampling import FOOTAGE, agreement, generated_files, to_json
+    from workers.benchmarks.sampling import FOOTAGE, AgreementRow, agreement, generated_files, to_json
     from workers.inference import InProcessEngine
     from workers.media.corpus import fetch
     from workers.training.shipped import SHIPPED_MODEL
@@ -54,18 +54,25 @@ def bench_sampling(
     def classify(clips: list[np.ndarray]) -> list[list[tuple[str, float]]]:
         return [[(x.label, x.score) for x in p.labels] for p in engine.classify(clips, top_k=len(classes))]
 
-    rows = []
+    rows: list[AgreementRow] = []
+
+    def save(rows: list[AgreementRow]) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(to_json(rows, model=str(model_path)), indent=2) + "\n")
+
     with console.status("sampling bench") as status:
+        if corpus:
+            status.update("labelling the corpus")
+            real = [(item.path, None) for item in fetch(corpus_dir(directory), on_step=status.update)]
+            rows.append(agreement("real corpus", real, classify, resize=pre.resize, crop=pre.crop))
+            save(rows)
         for spec in FOOTAGE:
             if footage and spec.name not in footage:
                 continue
             files = generated_files(spec, workdir, on_step=status.update)
             status.update(f"labelling {spec.name}")
             rows.append(agreement(spec.name, files, classify, resize=pre.resize, crop=pre.crop))
-        if corpus:
-            status.update("labelling the corpus")
-            real = [(item.path, None) for item in fetch(corpus_dir(directory), on_step=status.update)]
-            rows.append(agreement("real corpus", real, classify, resize=pre.resize, crop=pre.crop))
+            save(rows)  # after each row: a long run keeps what it measured
     table = Table(title=f"keyframe vs exact sampling, labels of {engine.model.card.name} (10 s windows)")
     columns = ["footage", "files", "windows", "keyframe share", "top-1 same", "top-5 same", "ranking same"]
     for column in [*columns, "accuracy exact / keyframe", "mean |d score|"]:
@@ -86,6 +93,5 @@ def bench_sampling(
             f"{row.mean_abs_score_change:.3f}",
         )
     console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(to_json(rows, model=str(model_path)), indent=2) + "\n")
+    save(rows)
     console.print(f"saved {out}")
