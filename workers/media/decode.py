@@ -177,8 +177,9 @@ class _TargetedDecode:
     """One pass over the targets in presentation order, seeking GOP to GOP.
 
     Targets come out of the decoder in order (``cursor``); their packets go in in decode order
-    (``fed``). The decoder seeks when the next target lies in a GOP whose keyframe it has not been
-    fed, after draining it: a fresh decoder makes the first frame out prove where the seek landed.
+    (``fed``). Once the next target whose packet has not gone in lies in a GOP whose keyframe has not
+    either, the decoder is drained (the targets inside come out without decoding further frames) and
+    seeks there: a fresh decoder makes the first frame out prove where the seek landed.
     """
 
     def __init__(
@@ -204,6 +205,7 @@ class _TargetedDecode:
         self.fed: set[int] = set()  # pts of target packets that went in since the last seek
         self.fed_gop = 0  # the latest GOP whose keyframe went in (or was seeked to)
         self.seeked_for: int | None = None  # the target of the last seek, until a frame comes out
+        self.landing: int | None = None  # the keyframe of the last seek, until a packet comes
         self.last_pts: int | None = None  # since the last seek, frames come out in pts order
         self.errors_at_seek = 0  # a packet that fails explains a first frame past the target
 
@@ -212,12 +214,14 @@ class _TargetedDecode:
 
     def run(self) -> dict[int, np.ndarray]:
         while self.cursor < len(self.wanted):
-            if self.gop(self.wanted[self.cursor]) > self.fed_gop:
+            upcoming = self.upcoming()
+            if upcoming is None or self.gop(upcoming) > self.fed_gop:
                 self.ctx.skip_frame = "DEFAULT"
-                self.take(self.reader.decode(None))  # frames still inside may be targets
+                self.take(self.reader.decode(None))
                 self.ctx.flush_buffers()
-                if self.cursor < len(self.wanted):
-                    self.seek(self.gop(self.wanted[self.cursor]))
+                if upcoming is None:
+                    break  # every target went in: what did not come out did not decode
+                self.seek(self.gop(upcoming), upcoming)
                 continue
             packet = self.reader.next_packet()
             if packet is not None:
@@ -228,29 +232,37 @@ class _TargetedDecode:
         self.ctx.skip_frame = "DEFAULT"
         return self.out
 
-    def seek(self, gop: int) -> None:
+    def upcoming(self) -> int | None:
+        """The first target whose packet has not gone into the decoder, if any."""
+        self.feed = max(self.feed, self.cursor)
+        while self.feed < len(self.wanted) and self.pts_of[self.wanted[self.feed]] in self.fed:
+            self.feed += 1
+        return self.wanted[self.feed] if self.feed < len(self.wanted) else None
+
+    def seek(self, gop: int, target: int) -> None:
         try:
             self.reader.seek(self.pts_of[self.keyframes[gop]])
         except av.error.FFmpegError as exc:
             raise _Untrusted("the file cannot seek", keep_timestamps=True) from exc
-        self.fed_gop, self.seeked_for, self.last_pts = gop, self.wanted[self.cursor], None
+        self.fed_gop, self.seeked_for, self.last_pts = gop, target, None
+        self.landing = self.keyframes[gop]
         self.errors_at_seek = self.reader.stats.decode_errors
         self.fed.clear()
 
     def note_fed(self, packet: Packet) -> None:
         """Record what goes into the decoder and set what it may skip of ``packet``."""
         index = self.index_of.get(packet.pts) if packet.pts is not None else None
+        if self.landing is not None:
+            # Past the keyframe, a flushed decoder has no reference and may put out nothing at all.
+            if index is None or index > self.landing:
+                raise _Untrusted("a seek went past its target", keep_timestamps=True)
+            self.landing = None
         if index is not None and packet.is_keyframe:
             self.fed_gop = max(self.fed_gop, self.gop(index))
-        if not self.skip_nonref:
-            return
-        self.feed = max(self.feed, self.cursor)
-        while self.feed < len(self.wanted) and self.pts_of[self.wanted[self.feed]] in self.fed:
-            self.feed += 1
-        upcoming = self.wanted[self.feed] if self.feed < len(self.wanted) else None
-        self.ctx.skip_frame = _skip_mode(
-            packet, self.target_pts, next_is_keyframe=upcoming in self.is_keyframe
-        )
+        if self.skip_nonref:
+            self.ctx.skip_frame = _skip_mode(
+                packet, self.target_pts, next_is_keyframe=self.upcoming() in self.is_keyframe
+            )
         if packet.pts in self.target_pts:
             self.fed.add(int(packet.pts))
 
