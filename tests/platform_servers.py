@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 PG_ADMIN_DSN = os.environ.get("TSMINDEX_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-REDIS_HOST_PORT = os.environ.get("TSMINDEX_TEST_REDIS", "127.0.0.1:6379")
 
 __all__ = [
     "free_port",
@@ -125,11 +124,36 @@ def s3_bucket(moto_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Redis database number that is empty now, flushed after the run."""
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server of this test run's own on a free loopback port (database 0), stopped afterwards.
+
+    A private server rather than a database number of the machine's Redis: a run that was killed
+    leaves nothing behind, and concurrent runs never compete for the 16 database numbers.
+    ``TSMINDEX_TEST_REDIS=host:port`` uses an empty database of that server instead."""
+    external = os.environ.get("TSMINDEX_TEST_REDIS")
+    if external:
+        yield from _external_redis_db(external)
+        return
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*command, "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc=proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _external_redis_db(host_port: str) -> Iterator[str]:
     import redis
 
-    host, port = REDIS_HOST_PORT.split(":")
+    host, port = host_port.split(":")
     for db in secrets.SystemRandom().sample(range(1, 16), 15):
         client = redis.Redis(host=host, port=int(port), db=db)
         if client.dbsize() == 0:
