@@ -9,6 +9,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     backfill,
     bench_decode,
     bench_model,
+    models,
     platform,
     serving,
     status,
