@@ -22,6 +22,7 @@ from model_store.tsm.export import (
     InferenceRunner,
     cpu_supports_bf16,
     export_onnx,
+    export_torchscript,
     prepare_for_inference,
     select_dtype,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "build_tsm",
     "cpu_supports_bf16",
     "export_onnx",
+    "export_torchscript",
     "load_checkpoint",
     "load_model",
     "parse_official_filename",

@@ -9,11 +9,14 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     backfill,
     bench_decode,
     bench_model,
+    bench_online,
+    export,
     models,
     platform,
     serving,
     status,
     training,
+    watch,
 )
 from workers.cli.app import app, bench_app, main
 
