@@ -7,7 +7,7 @@ a job for the model in use; jobs already done for the same bytes and model versi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +23,6 @@ from workers.pipeline import PipelineContext, index_video
 if TYPE_CHECKING:
     from model_store.inference import Precision
 
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
-)
-
 
 @dataclass(frozen=True)
 class IndexedVideo:
@@ -39,21 +35,6 @@ class IndexedVideo:
     duration_s: float | None
     windows: int
     labels: list[tuple[str, float]]
-
-
-def expand_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, and the video files under each folder (recursively), sorted, without repeats."""
-    found: dict[Path, None] = {}
-    for path in paths:
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES:
-                    found[child.resolve()] = None
-        elif path.is_file():
-            found[path.resolve()] = None
-        else:
-            raise FileNotFoundError(path)
-    return list(found)
 
 
 def submit_file(

@@ -6,8 +6,9 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,14 @@ class Settings(BaseSettings):
     window_s: float = 10.0  # one clip per window (a Kinetics clip is 10 s)
     max_windows: int = 360
     num_segments: int = 8
+    # Which frame of each TSN segment a clip takes: its centre ("exact") or a keyframe inside the
+    # segment ("keyframe", decodes far fewer frames). README "Sampling" has the measured trade-off.
+    sampling: Literal["exact", "keyframe"] = "exact"
+    # A video whose sampled frames fail to decode beyond this fraction fails as corrupt; below it,
+    # each missing frame is replaced by its window's nearest decoded frame and counted.
+    max_shortfall_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
+    # Real sample videos for tests and benchmarks (`tsmindex corpus fetch`), outside the repository.
+    corpus_dir: Path = Path.home() / ".cache" / "tsmindex" / "corpus"
 
     # Secrets have no defaults outside embedded mode (checked below).
     api_keys_pepper: SecretStr | None = None

@@ -28,7 +28,12 @@ MAX_UPLOAD = 300_000
 @pytest.fixture()
 def settings(platform_settings: Settings) -> Settings:
     return platform_settings.model_copy(
-        update={"max_upload_bytes": MAX_UPLOAD, "inference_backend": "torchserve"}
+        update={
+            "max_upload_bytes": MAX_UPLOAD,
+            "inference_backend": "torchserve",
+            # Nothing listens here, whatever else runs on this machine's default port.
+            "torchserve_inference_url": f"http://127.0.0.1:{free_port()}",
+        }
     )
 
 

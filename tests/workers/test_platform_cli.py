@@ -15,6 +15,7 @@ from services.core.db import create_db_engine, session_factory
 from services.core.models import ApiKey, LabelSegment, WindowLabel
 from services.core.security import hash_api_key
 from tests import platform_servers
+from tests.workers.media.test_files import write_gif
 from workers.cli import app
 from workers.demo import write_sample_videos
 
@@ -35,10 +36,14 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def test_index_then_search(data_dir: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     videos = write_sample_videos(tmp_path / "videos")
     (tmp_path / "videos" / "notes.txt").write_text("not a video, and skipped: only video suffixes are taken")
+    write_gif(tmp_path / "videos" / "animated.gif", frames=6)
     runner = CliRunner()
-    first = runner.invoke(app, ["index", str(tmp_path / "videos"), "--checkpoint", str(tiny_checkpoint)])
+    first = runner.invoke(
+        app, ["index", str(tmp_path / "videos"), "--checkpoint", str(tiny_checkpoint)], terminal_width=300
+    )
     assert first.exit_code == 0, first.output
-    assert first.output.count("succeeded") == 3
+    assert first.output.count("succeeded") == 4  # the three videos and the animated GIF
+    assert re.search(r"skipped \S*notes\.txt: extension", first.output)
     assert all(path.name in first.output for path in videos)
     assert (data_dir / "tsmindex.db").is_file()
 

@@ -1,9 +1,11 @@
-"""``tsmindex bench decode``: targeted decoding vs a naive full decode, on generated clips.
+"""``tsmindex bench decode``: exact and keyframe sampling vs a naive full decode, on generated clips
+and on the corpus of real files (``tsmindex corpus fetch``).
 
-Ours is the whole ``sample_clips`` call (open, packet scan, seeks, decode, convert). The naive
-side is what typical loaders do: decode every frame from the start and convert the chosen ones
-(the same frames, chosen from the same plan outside the timing). Both run single-threaded in
-one process, one after the other, and every run checks that both return identical pixels.
+Each sampled side is the whole ``sample_clips`` call (open, packet scan, seeks, decode, convert).
+The naive side is what typical loaders do: decode every frame from the start and convert the chosen
+ones (the exact plan's frames, chosen outside the timing). All sides run single-threaded in one
+process, one after the other, and every run checks that each sampled frame is pixel-equal to the
+frame of a full decode at the same index.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.media import MediaLimits, sample_clips
-from workers.media.decode import decode_sequential, make_converter
+from workers.media import MediaLimits, SampledVideo, Sampling, sample_clips
+from workers.media.decode import VideoReader, decode_sequential, make_converter
 from workers.media.limits import Deadline
-from workers.media.probe import open_video
 from workers.media.synth import encoder_available, make_video
 
 
@@ -53,8 +54,12 @@ class BenchVideo:
 
 BENCH_VIDEOS: tuple[BenchVideo, ...] = (
     BenchVideo("720p-gop30", "libx264", 1280, 720, 20.0, 30),
+    BenchVideo("720p-gop60", "libx264", 1280, 720, 20.0, 60),
+    BenchVideo("720p-gop300", "libx264", 1280, 720, 20.0, 300),
     BenchVideo("720p-gop250", "libx264", 1280, 720, 20.0, 250),
     BenchVideo("1080p-60s", "libx264", 1920, 1080, 60.0, 30),
+    BenchVideo("1080p-60s-gop60", "libx264", 1920, 1080, 60.0, 60),
+    BenchVideo("1080p-60s-gop300", "libx264", 1920, 1080, 60.0, 300),
     BenchVideo("720p-vp9", "libvpx-vp9", 1280, 720, 20.0, 60, crf=30),
     BenchVideo("720p-hevc", "libx265", 1280, 720, 20.0, 60),
 )
@@ -62,26 +67,43 @@ BENCH_VIDEOS: tuple[BenchVideo, ...] = (
 
 @dataclass(frozen=True)
 class DecodeBenchRow:
+    """Median times of one file's sides; ``*_exact`` say each sampled frame equals the full decode's."""
+
     video: str
     codec: str
     size: str
-    seconds: float
-    gop: int
-    grain: int
-    crf: int
     frames: int
     clips: int
-    ours_ms: float
+    exact_ms: float
+    keyframe_ms: float
     naive_ms: float
-    speedup: float
-    ours_frames_decoded: int
+    exact_frames_decoded: int
+    keyframe_frames_decoded: int
     naive_frames_decoded: int
     seeks: int
-    frames_exact: bool
+    keyframe_picks: int  # frames of the keyframe plan that are keyframes
+    targets: int
+    exact_frames_equal: bool
+    keyframe_frames_equal: bool
+    fallback: str | None = None
 
     @property
-    def ours_ms_per_clip(self) -> float:
-        return self.ours_ms / self.clips
+    def exact_speedup(self) -> float:
+        """Naive full decode time over exact sampling time."""
+        return self.naive_ms / self.exact_ms
+
+    @property
+    def keyframe_speedup(self) -> float:
+        """Naive full decode time over keyframe sampling time."""
+        return self.naive_ms / self.keyframe_ms
+
+    @property
+    def keyframe_vs_exact(self) -> float:
+        return self.exact_ms / self.keyframe_ms
+
+    @property
+    def exact_ms_per_clip(self) -> float:
+        return self.exact_ms / self.clips
 
 
 def ensure_video(spec: BenchVideo, workdir: Path) -> Path:
@@ -104,20 +126,43 @@ def ensure_video(spec: BenchVideo, workdir: Path) -> Path:
     return path
 
 
-def _naive(
-    path: Path, targets: Sequence[int], *, resize: int, crop: int
+def full_decode(
+    path: Path, targets: Sequence[int], *, resize: int, crop: int, rotation: int = 0
 ) -> tuple[dict[int, np.ndarray], int]:
+    """The frames a plain full decode puts out at positions ``targets``, and how many it decoded.
+
+    No packet scan: frames are numbered in output order, as a naive loader numbers them.
+    """
     limits = MediaLimits()
-    deadline = Deadline(limits.decode_budget_s)
-    convert = make_converter(resize=resize, crop=crop)
-    with open_video(path, limits=limits, deadline=deadline) as (container, stream):
-        # No scan: frames are numbered in output order, as a naive loader numbers them.
-        frames, stats = decode_sequential(container, stream, None, targets, convert, deadline=deadline)
-    return frames, stats.frames_decoded
+    convert = make_converter(resize=resize, crop=crop, rotation=rotation)
+    with VideoReader(path, limits=limits, deadline=Deadline(limits.decode_budget_s)) as reader:
+        frames = decode_sequential(reader, None, targets, convert)
+    return frames, reader.stats.frames_decoded
+
+
+def frames_equal(result: SampledVideo, reference: dict[int, np.ndarray]) -> bool:
+    """Every frame of every clip is pixel-equal to the reference frame at its index."""
+    return all(
+        index in reference and np.array_equal(frame, reference[index])
+        for clip in result.clips
+        for frame, index in zip(clip.frames, clip.frame_indices, strict=True)
+    )
+
+
+def _keyframe_picks(result: SampledVideo) -> int:
+    """Sampled frames that are keyframes, when the keyframe plan was used."""
+    if result.sampling != "keyframe":
+        return 0
+    keyframes = set(result.info.keyframes)
+    return sum(i in keyframes for clip in result.clips for i in clip.frame_indices)
+
+
+def _targets(result: SampledVideo) -> list[int]:
+    return sorted({i for clip in result.clips for i in clip.frame_indices})
 
 
 def measure(
-    spec: BenchVideo,
+    name: str,
     path: Path,
     *,
     repeats: int,
@@ -126,41 +171,49 @@ def measure(
     resize: int = 256,
     crop: int = 224,
 ) -> DecodeBenchRow:
-    """Median wall time of ours and of the naive decode on one file, with an exactness check."""
-    ours_ms: list[float] = []
-    naive_ms: list[float] = []
-    exact = True
+    """Median wall time of exact sampling, keyframe sampling and the naive decode on one file,
+    interleaved per repeat, with the exactness checks."""
+    times: dict[str, list[float]] = {"exact": [], "keyframe": [], "naive": []}
+    results: dict[Sampling, SampledVideo] = {}
+    naive: dict[int, np.ndarray] = {}
+    naive_decoded = 0
     for _ in range(repeats):
+        for mode in ("exact", "keyframe"):
+            started = time.perf_counter()
+            results[mode] = sample_clips(
+                path, num_segments=num_segments, window_s=window_s, resize=resize, crop=crop, sampling=mode
+            )
+            times[mode].append((time.perf_counter() - started) * 1000)
+        rotation = results["exact"].info.rotation
         started = time.perf_counter()
-        result = sample_clips(path, num_segments=num_segments, window_s=window_s, resize=resize, crop=crop)
-        ours_ms.append((time.perf_counter() - started) * 1000)
-        targets = sorted({i for clip in result.clips for i in clip.frame_indices})
-        started = time.perf_counter()
-        naive, naive_decoded = _naive(path, targets, resize=resize, crop=crop)
-        naive_ms.append((time.perf_counter() - started) * 1000)
-        exact = exact and all(
-            np.array_equal(frame, naive[index])
-            for clip in result.clips
-            for frame, index in zip(clip.frames, clip.frame_indices, strict=True)
+        naive, naive_decoded = full_decode(
+            path, _targets(results["exact"]), resize=resize, crop=crop, rotation=rotation
         )
-    ours, full = statistics.median(ours_ms), statistics.median(naive_ms)
+        times["naive"].append((time.perf_counter() - started) * 1000)
+    exact, keyframe = results["exact"], results["keyframe"]
+    # The keyframe plan's frames that the timed naive run did not convert: one more, untimed decode.
+    extra = sorted(set(_targets(keyframe)) - set(naive))
+    if extra:
+        naive |= full_decode(path, extra, resize=resize, crop=crop, rotation=exact.info.rotation)[0]
+    median = {side: round(statistics.median(values), 1) for side, values in times.items()}
     return DecodeBenchRow(
-        video=spec.name,
-        codec=spec.codec,
-        size=f"{spec.width}x{spec.height}",
-        seconds=spec.seconds,
-        gop=spec.gop,
-        grain=spec.grain,
-        crf=spec.crf,
-        frames=result.info.frame_count,
-        clips=len(result.clips),
-        ours_ms=round(ours, 1),
-        naive_ms=round(full, 1),
-        speedup=round(full / ours, 2),
-        ours_frames_decoded=result.frames_decoded,
+        video=name,
+        codec=exact.info.codec,
+        size=f"{exact.info.width}x{exact.info.height}",
+        frames=exact.info.frame_count,
+        clips=len(exact.clips),
+        exact_ms=median["exact"],
+        keyframe_ms=median["keyframe"],
+        naive_ms=median["naive"],
+        exact_frames_decoded=exact.frames_decoded,
+        keyframe_frames_decoded=keyframe.frames_decoded,
         naive_frames_decoded=naive_decoded,
-        seeks=result.seeks,
-        frames_exact=exact,
+        seeks=exact.seeks,
+        keyframe_picks=_keyframe_picks(keyframe),
+        targets=sum(len(c.frame_indices) for c in exact.clips),
+        exact_frames_equal=frames_equal(exact, naive),
+        keyframe_frames_equal=frames_equal(keyframe, naive),
+        fallback=exact.fallback,
     )
 
 
@@ -168,10 +221,12 @@ def run(
     *,
     workdir: Path,
     videos: Sequence[BenchVideo] = BENCH_VIDEOS,
+    corpus: Sequence[tuple[str, Path]] = (),
     repeats: int = 3,
     on_step: Callable[[str], None] | None = None,
 ) -> list[DecodeBenchRow]:
-    """Generate (or reuse) each video and measure it; videos whose encoder is missing are skipped."""
+    """Generate (or reuse) each video and measure it, then each corpus file (name, path);
+    videos whose encoder is missing are skipped."""
     rows = []
     for spec in videos:
         if not encoder_available(spec.codec):
@@ -181,7 +236,11 @@ def run(
         path = ensure_video(spec, workdir)
         if on_step:
             on_step(f"measuring {spec.name}")
-        rows.append(measure(spec, path, repeats=repeats))
+        rows.append(measure(spec.name, path, repeats=repeats))
+    for name, path in corpus:
+        if on_step:
+            on_step(f"measuring {name}")
+        rows.append(measure(name, path, repeats=repeats))
     return rows
 
 
@@ -192,7 +251,16 @@ def to_json(rows: Sequence[DecodeBenchRow], *, repeats: int) -> dict[str, Any]:
         "repeats": repeats,
         "threads": 1,
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "rows": [{**asdict(row), "ours_ms_per_clip": round(row.ours_ms_per_clip, 1)} for row in rows],
+        "rows": [
+            {
+                **asdict(row),
+                "exact_speedup": round(row.exact_speedup, 2),
+                "keyframe_speedup": round(row.keyframe_speedup, 2),
+                "keyframe_vs_exact": round(row.keyframe_vs_exact, 2),
+                "exact_ms_per_clip": round(row.exact_ms_per_clip, 1),
+            }
+            for row in rows
+        ],
     }
 
 

@@ -10,6 +10,8 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     bench_decode,
     bench_model,
     bench_online,
+    bench_sampling,
+    corpus,
     export,
     models,
     platform,

@@ -40,9 +40,15 @@ def _settings() -> Settings:
 def _run_index(paths: list[Path], checkpoint: Path, options: Mapping[str, object]) -> list[IndexedVideo]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workers.embedded import embedded_context, expand_paths, index_files
+    from workers.embedded import embedded_context, index_files
+    from workers.media.files import find_videos
 
-    files = expand_paths(paths)
+    selection = find_videos(paths)
+    for skipped in selection.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason} ({skipped.detail})", soft_wrap=True
+        )
+    files = selection.videos
     if not files:
         console.print("[yellow]no video files found[/yellow]")
         raise typer.Exit(1)

@@ -13,9 +13,20 @@ from workers.media.errors import (
 )
 from workers.media.limits import MediaLimits
 from workers.media.probe import VideoInfo, VideoSource, probe, spool_to_file
-from workers.media.sampling import Clip, SampledVideo, Window, plan_windows, sample_clips, segment_indices
+from workers.media.sampling import (
+    SAMPLING_MODES,
+    Clip,
+    SampledVideo,
+    Sampling,
+    Shortfall,
+    Window,
+    plan_windows,
+    sample_clips,
+    segment_indices,
+)
 
 __all__ = [
+    "SAMPLING_MODES",
     "Clip",
     "CorruptVideoError",
     "DecodeTimeoutError",
@@ -23,6 +34,8 @@ __all__ = [
     "MediaLimits",
     "NotAVideoError",
     "SampledVideo",
+    "Sampling",
+    "Shortfall",
     "TooLargeError",
     "UnsupportedCodecError",
     "VideoInfo",

@@ -16,6 +16,9 @@ class MediaLimits:
     max_duration_s: float = 6 * 3600.0
     max_upload_bytes: int = 2 * 1024**3
     decode_budget_s: float = 300.0
+    # Chosen frames that may fail to decode (each replaced by its window's nearest decoded frame)
+    # before the video counts as corrupt, as a fraction of all chosen frames.
+    max_shortfall_fraction: float = 0.25
 
 
 @dataclass

@@ -55,6 +55,10 @@ _CONTAINER_MAGIC: tuple[tuple[int, bytes], ...] = (
     (0, b"YUV4MPEG2"),
     (0, b"\x30\x26\xb2\x75"),  # ASF / WMV
 )
+# Containers that store frames in decode order without presentation times: FFmpeg guesses the
+# times, and with reordered frames (B-frames, packed B-frames and their placeholder packets in old
+# MPEG-4 AVI files) the guess puts frames in a different order than the decoder outputs them.
+_DECODE_ORDER_ONLY_FORMATS = frozenset({"avi"})
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,7 @@ def scan(
     """
     pts: list[int | None] = []
     key: list[bool] = []
+    reordered = False
     truncated = False
     rotation: int | None = None
     decode_errors = 0
@@ -250,6 +255,7 @@ def scan(
                 truncated = True
             pts.append(packet.pts)
             key.append(packet.is_keyframe)
+            reordered = reordered or packet.pts != packet.dts
             if rotation is None and decode_errors < 32:
                 try:
                     for frame in stream.codec_context.decode(packet):
@@ -266,9 +272,14 @@ def scan(
             for frame in stream.codec_context.decode(None):
                 rotation = _rotation_of(frame, stream)
                 break
+    guessed_times = reordered and bool(_DECODE_ORDER_ONLY_FORMATS & set(container.format.name.split(",")))
     return _Scan(
         table=_frame_table(
-            pts, key, stream.time_base or Fraction(1, 90000), stream.guessed_rate or stream.average_rate
+            pts,
+            key,
+            stream.time_base or Fraction(1, 90000),
+            stream.guessed_rate or stream.average_rate,
+            trust_pts=not guessed_times,
         ),
         truncated=truncated,
         rotation=rotation or 0,
@@ -293,10 +304,15 @@ def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> i
 
 
 def _frame_table(
-    pts: list[int | None], key: list[bool], time_base: Fraction, nominal_rate: Fraction | None
+    pts: list[int | None],
+    key: list[bool],
+    time_base: Fraction,
+    nominal_rate: Fraction | None,
+    *,
+    trust_pts: bool = True,
 ) -> FrameTable:
     n = len(pts)
-    exact = n > 0 and all(p is not None for p in pts) and len(set(pts)) == n
+    exact = trust_pts and n > 0 and all(p is not None for p in pts) and len(set(pts)) == n
     if exact:
         pts_arr = np.asarray(pts, dtype=np.int64)
         order = np.argsort(pts_arr, kind="stable")
@@ -310,8 +326,8 @@ def _frame_table(
             time_base=time_base,
             exact=True,
         )
-    # No usable timestamps (e.g. a raw elementary stream): number frames in decode order on the
-    # stream's nominal clock.
+    # No usable timestamps (a raw elementary stream, an AVI file with B-frames): number frames in
+    # the order the decoder puts them out, on the stream's nominal clock.
     rate = nominal_rate if nominal_rate and nominal_rate > 0 else Fraction(30)
     return FrameTable(
         pts=np.arange(n, dtype=np.int64),

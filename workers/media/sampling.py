@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-import av.error
 import numpy as np
 
-from workers.media.decode import decode_frames, decode_sequential, make_converter
+from workers.media.decode import VideoReader, decode_frames, make_converter
 from workers.media.errors import CorruptVideoError, MediaError
 from workers.media.limits import Deadline, MediaLimits
-from workers.media.probe import VideoInfo, VideoSource, describe, local_path, open_video, scan
+from workers.media.probe import VideoInfo, VideoSource, describe, local_path, scan
+
+# ``exact``: the centre frame of each TSN segment. ``keyframe``: a keyframe inside the segment
+# where it has one, else its centre; TSN trains on a random frame per segment, so any frame of the
+# segment is in distribution, and a keyframe decodes without the frames before it.
+Sampling = Literal["exact", "keyframe"]
+SAMPLING_MODES: tuple[Sampling, ...] = get_args(Sampling)
 
 # A tail shorter than this part of a window joins the window before it instead of becoming a
 # clip of its own (a 10.3 s video gives one 10.3 s clip, not a 10 s one and a 0.3 s one).
@@ -41,15 +46,37 @@ class Clip:
 
 
 @dataclass(frozen=True)
+class Shortfall:
+    """Frames chosen in window number ``window`` (0-based, in plan order) that did not decode."""
+
+    window: int
+    start_s: float
+    end_s: float
+    missing: int
+
+
+@dataclass(frozen=True)
 class SampledVideo:
-    """The clips of a video. ``shortfall`` counts chosen frames that did not decode (damaged file);
-    each was replaced by the nearest decoded frame of its own clip."""
+    """The clips of a video and how they were read.
+
+    ``shortfalls`` lists the windows in which chosen frames did not decode (a damaged file); each
+    such frame was replaced by the nearest decoded frame of its own window, and a window without
+    any decoded frame has no clip. ``sampling`` is the mode actually used; ``fallback`` says why
+    the file was decoded forward from its start instead of by seeking (``None`` when it was not).
+    """
 
     info: VideoInfo
     clips: list[Clip] = field(default_factory=list)
-    shortfall: int = 0
+    shortfalls: tuple[Shortfall, ...] = ()
     frames_decoded: int = 0
     seeks: int = 0
+    sampling: Sampling = "exact"
+    fallback: str | None = None
+
+    @property
+    def shortfall(self) -> int:
+        """Chosen frames that did not decode, over all windows."""
+        return sum(s.missing for s in self.shortfalls)
 
 
 def segment_indices(n: int, num_segments: int) -> tuple[int, ...]:
@@ -62,6 +89,24 @@ def segment_indices(n: int, num_segments: int) -> tuple[int, ...]:
     return tuple(int((i + 0.5) * n / num_segments) for i in range(num_segments))
 
 
+def keyframe_indices(
+    first: int, last: int, num_segments: int, keyframes: Sequence[int] | np.ndarray
+) -> tuple[int, ...]:
+    """Per TSN segment of frames ``[first, last)``: the keyframe inside it nearest its centre (the
+    earlier on a tie), else the centre frame. Segment ``i`` holds the frames ``j - first`` with
+    ``i * n / T <= j - first < (i + 1) * n / T``."""
+    n = last - first
+    centres = segment_indices(n, num_segments)
+    chosen = []
+    for i, centre in enumerate(centres):
+        lo = first + math.ceil(i * n / num_segments)
+        hi = first + math.ceil((i + 1) * n / num_segments)
+        inside = keyframes[bisect.bisect_left(keyframes, lo) : bisect.bisect_left(keyframes, hi)]
+        mid = first + centre
+        chosen.append(int(min(inside, key=lambda k: (abs(k - mid), k))) if len(inside) else mid)
+    return tuple(chosen)
+
+
 def plan_windows(
     times_s: Sequence[float] | np.ndarray,
     end_s: float,
@@ -69,12 +114,15 @@ def plan_windows(
     num_segments: int = 8,
     window_s: float = 10.0,
     max_windows: int = 360,
+    keyframes: Sequence[int] | np.ndarray | None = None,
 ) -> list[Window]:
     """Split a video into consecutive windows and choose each window's frames by presentation time.
 
     ``times_s`` are the frames' presentation times (sorted, seconds from the first frame) and
     ``end_s`` the end of the last frame. A video up to ``window_s`` long is one window; windows
     without a frame (a gap in a variable-frame-rate file) are skipped; at most ``max_windows``.
+    With ``keyframes`` (sorted frame indices), each segment takes its keyframe nearest the centre
+    where it has one (see :func:`keyframe_indices`).
     """
     if window_s <= 0 or max_windows <= 0:
         raise ValueError("window_s and max_windows must be positive")
@@ -93,8 +141,11 @@ def plan_windows(
             last = len(times)
         if last <= first:
             continue
-        local = segment_indices(last - first, num_segments)
-        windows.append(Window(start, stop, tuple(first + i for i in local)))
+        if keyframes is None:
+            chosen = tuple(first + i for i in segment_indices(last - first, num_segments))
+        else:
+            chosen = keyframe_indices(first, last, num_segments, keyframes)
+        windows.append(Window(start, stop, chosen))
         if len(windows) == max_windows:
             break
     return windows
@@ -111,56 +162,76 @@ def sample_clips(
     limits: MediaLimits | None = None,
     budget_s: float | None = None,
     threads: int = 1,
+    sampling: Sampling = "exact",
 ) -> SampledVideo:
     """Probe ``source`` and return one clip of ``num_segments`` frames per window.
 
     Frames: shorter side to ``resize``, centre crop ``crop``, display orientation, RGB uint8.
+    ``sampling`` picks each segment's frame: its centre (``exact``), or a keyframe inside the
+    segment where it has one (``keyframe``; files without exact timestamps sample exactly).
     ``budget_s`` (default ``limits.decode_budget_s``) bounds the whole call in wall-clock time.
-    Raises a ``MediaError`` subclass when the file yields no usable frame.
+    Raises a ``MediaError`` subclass when the file yields no usable frame, or when more of the
+    chosen frames fail to decode than ``limits.max_shortfall_fraction`` allows.
     """
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {SAMPLING_MODES}, not {sampling!r}")
     limits = limits or MediaLimits()
     deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
-    with local_path(source, limits=limits) as path, contextlib.ExitStack() as stack:
-        container, stream = stack.enter_context(
-            open_video(path, limits=limits, deadline=deadline, threads=threads)
+    with (
+        local_path(source, limits=limits) as path,
+        VideoReader(path, limits=limits, deadline=deadline, threads=threads) as reader,
+    ):
+        result = scan(reader.container, reader.stream, deadline=deadline)
+        info = describe(
+            reader.container, reader.stream, result, size_bytes=path.stat().st_size, limits=limits
         )
-        result = scan(container, stream, deadline=deadline)
-        info = describe(container, stream, result, size_bytes=path.stat().st_size, limits=limits)
         table = result.table
+        used: Sampling = sampling if table.exact else "exact"
         windows = plan_windows(
             table.times_s(),
             table.end_s(),
             num_segments=num_segments,
             window_s=window_s,
             max_windows=max_windows,
+            keyframes=table.keyframes if used == "keyframe" else None,
         )
         targets = sorted({i for w in windows for i in w.frame_indices})
         convert = make_converter(resize=resize, crop=crop, rotation=info.rotation)
-        # The scan left the demuxer at the end of the file: go back to the first keyframe, or
-        # reopen the file where the format cannot seek (raw elementary streams).
-        try:
-            container.seek(
-                table.keyframe_pts(0) if table.exact and len(table.keyframes) else 0,
-                stream=stream if table.exact and len(table.keyframes) else None,
-                backward=True,
-                any_frame=False,
-            )
-            stream.codec_context.flush_buffers()
-        except av.error.FFmpegError:
-            stack.close()
-            container, stream = stack.enter_context(
-                open_video(path, limits=limits, deadline=deadline, threads=threads)
-            )
-        if table.exact and len(table.keyframes):
-            frames, stats = decode_frames(container, stream, table, targets, convert, deadline=deadline)
-        else:
-            frames, stats = decode_sequential(container, stream, table, targets, convert, deadline=deadline)
+        reader.rewind()  # the scan left the demuxer at the end of the file
+        frames = decode_frames(reader, table, targets, convert)
+        stats = reader.stats
+    clips, shortfalls = _assemble(windows, frames)
+    sampled = SampledVideo(
+        info=info,
+        clips=clips,
+        shortfalls=tuple(shortfalls),
+        frames_decoded=stats.frames_decoded,
+        seeks=stats.seeks,
+        sampling=used,
+        fallback=stats.fallback,
+    )
+    if not clips:
+        raise CorruptVideoError("no frame of the video decodes")
+    planned = sum(len(w.frame_indices) for w in windows)
+    if sampled.shortfall > limits.max_shortfall_fraction * planned:
+        raise CorruptVideoError(
+            f"{sampled.shortfall} of {planned} sampled frames did not decode "
+            f"(in windows {', '.join(str(s.window) for s in shortfalls)}); "
+            f"the limit is {limits.max_shortfall_fraction:.0%}"
+        )
+    return sampled
 
+
+def _assemble(windows: Sequence[Window], frames: dict[int, np.ndarray]) -> tuple[list[Clip], list[Shortfall]]:
+    """One clip per window that has a decoded frame; a chosen frame that did not decode is
+    replaced by the nearest decoded one of its own window and counted."""
     clips: list[Clip] = []
-    shortfall = 0
-    for window in windows:
+    shortfalls: list[Shortfall] = []
+    for number, window in enumerate(windows):
         available = [i for i in window.frame_indices if i in frames]
-        shortfall += len(window.frame_indices) - len(available)
+        missing = len(window.frame_indices) - len(available)
+        if missing:
+            shortfalls.append(Shortfall(number, window.start_s, window.end_s, missing))
         if not available:
             continue
         chosen = tuple(_nearest(available, i) for i in window.frame_indices)
@@ -172,11 +243,7 @@ def sample_clips(
                 frame_indices=chosen,
             )
         )
-    if not clips:
-        raise CorruptVideoError("no frame of the video decodes")
-    return SampledVideo(
-        info=info, clips=clips, shortfall=shortfall, frames_decoded=stats.frames_decoded, seeks=stats.seeks
-    )
+    return clips, shortfalls
 
 
 def _nearest(available: Sequence[int], index: int) -> int:
@@ -184,4 +251,16 @@ def _nearest(available: Sequence[int], index: int) -> int:
     return min(available, key=lambda a: (abs(a - index), a))
 
 
-__all__ = ["Clip", "MediaError", "SampledVideo", "Window", "plan_windows", "sample_clips", "segment_indices"]
+__all__ = [
+    "SAMPLING_MODES",
+    "Clip",
+    "MediaError",
+    "SampledVideo",
+    "Sampling",
+    "Shortfall",
+    "Window",
+    "keyframe_indices",
+    "plan_windows",
+    "sample_clips",
+    "segment_indices",
+]

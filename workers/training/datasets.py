@@ -22,8 +22,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from model_store.tsm import Preprocess
+from workers.media.files import VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
 # TSN's multi-scale crop: crop sides as fractions of the (resized) shorter side.
 TSN_SCALES: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
 

@@ -10,14 +10,28 @@ import io
 import tempfile
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from tests.workers.media.videos import CODEC_EXTENSIONS, make_video, read_index, require_encoder
-from workers.media import MediaLimits, SampledVideo, probe, sample_clips, segment_indices
-from workers.media.decode import decode_frames, decode_sequential, make_converter
+from workers.media import (
+    CorruptVideoError,
+    MediaLimits,
+    SampledVideo,
+    Shortfall,
+    probe,
+    sample_clips,
+    segment_indices,
+)
+from workers.media.corpus import DERIVATIONS
+from workers.media.decode import VideoReader, decode_frames, decode_sequential, make_converter
 from workers.media.limits import Deadline
-from workers.media.probe import open_video, scan
+from workers.media.probe import scan
+
+
+def _reader(path: Path) -> VideoReader:
+    return VideoReader(path, limits=MediaLimits(), deadline=Deadline(30.0))
 
 
 def assert_frames_match(result: SampledVideo, *, visible: float = 1.0) -> None:
@@ -53,13 +67,12 @@ def test_targeted_decode_equals_full_decode(tmp_path: Path, codec: str) -> None:
     convert = make_converter(resize=64, crop=64)
     decoded = []
     for decode in (decode_frames, decode_sequential):
-        with open_video(path, limits=MediaLimits(), deadline=Deadline(30.0)) as (container, stream):
-            table = scan(container, stream, deadline=Deadline(30.0)).table
-            container.seek(table.keyframe_pts(0), stream=stream, backward=True)
-            stream.codec_context.flush_buffers()
-            frames, stats = decode(container, stream, table, targets, convert, deadline=Deadline(30.0))
+        with _reader(path) as reader:
+            table = scan(reader.container, reader.stream, deadline=reader.deadline).table
+            reader.rewind()
+            frames = decode(reader, table, targets, convert)
         assert sorted(frames) == targets
-        decoded.append((frames, stats))
+        decoded.append((frames, reader.stats))
     (ours, our_stats), (full, full_stats) = decoded
     for index in targets:
         np.testing.assert_array_equal(ours[index], full[index])
@@ -191,11 +204,11 @@ def test_seek_lands_on_the_targets_keyframe(tmp_path: Path, bframes: int) -> Non
     when non-reference B-frames are skipped); landing a GOP early would cost frames 10..25."""
     path = make_video(tmp_path / "gop10.mp4", frames=60, size=(64, 48), gop=10, bframes=bframes)
     convert = make_converter(resize=48, crop=48)
-    with open_video(path, limits=MediaLimits(), deadline=Deadline(30.0)) as (container, stream):
-        table = scan(container, stream, deadline=Deadline(30.0)).table
-        container.seek(table.keyframe_pts(0), stream=stream, backward=True)
-        stream.codec_context.flush_buffers()
-        frames, stats = decode_frames(container, stream, table, [25], convert, deadline=Deadline(30.0))
+    with _reader(path) as reader:
+        table = scan(reader.container, reader.stream, deadline=reader.deadline).table
+        reader.rewind()
+        frames = decode_frames(reader, table, [25], convert)
+    stats = reader.stats
     assert stats.seeks == 1
     assert stats.frames_decoded == 6 if bframes == 0 else 2 <= stats.frames_decoded <= 6
     assert read_index(frames[25]) == 25
@@ -210,5 +223,84 @@ def test_raw_stream_without_timestamps_is_counted(tmp_path: Path) -> None:
     result = sample_clips(path, num_segments=8, window_s=1.0, resize=48, crop=48)
     assert [c.frame_indices for c in result.clips] == [
         tuple(base + i for i in segment_indices(25, 8)) for base in (0, 25)
+    ]
+    assert_frames_match(result)
+
+
+def _zero_packet(path: Path, target: Path, *, frame: int) -> Path:
+    """A copy of ``path`` with the payload of frame ``frame``'s packet zeroed (a damaged sector)."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size and p.pos is not None]
+    pos, size = packets[frame]
+    data = bytearray(path.read_bytes())
+    data[pos : pos + size] = bytes(size)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_damaged_frame_is_a_shortfall_of_its_window(tmp_path: Path) -> None:
+    source = make_video(tmp_path / "source.mp4", frames=60, size=(96, 64))
+    mjpeg = tmp_path / "clip.avi"
+    DERIVATIONS["mjpeg-avi"](source, mjpeg)  # 10 fps, every frame a keyframe
+    damaged = _zero_packet(mjpeg, tmp_path / "damaged.avi", frame=5)
+
+    result = sample_clips(damaged, num_segments=8, window_s=3.0, resize=64, crop=64)
+    assert result.shortfalls == (Shortfall(window=0, start_s=0.0, end_s=3.0, missing=1),)
+    assert result.shortfall == 1
+    # Frame 5 is replaced by the nearest decoded frame of its window (1 and 9 are as near: the earlier).
+    assert [c.frame_indices for c in result.clips] == [
+        (1, 1, 9, 13, 16, 20, 24, 28),
+        (31, 35, 39, 43, 46, 50, 54, 58),
+    ]
+    assert_frames_match(result)
+    assert result.fallback is None  # the damage explains the frame after the seek: no need to decode forward
+
+    with pytest.raises(CorruptVideoError, match=r"1 of 16 sampled frames did not decode \(in windows 0\)"):
+        strict = MediaLimits(max_shortfall_fraction=0.05)
+        sample_clips(damaged, window_s=3.0, resize=64, crop=64, limits=strict)
+
+
+def test_keyframe_sampling_decodes_keyframes_inside_segments(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "gop10.mp4", frames=120, size=(96, 64), gop=10, bframes=2)
+    exact = sample_clips(path, num_segments=8, window_s=2.0, resize=64, crop=64)
+    keyframe = sample_clips(path, num_segments=8, window_s=2.0, resize=64, crop=64, sampling="keyframe")
+    assert (exact.sampling, keyframe.sampling) == ("exact", "keyframe")
+    assert [c.frame_indices for c in keyframe.clips] == [
+        (0, 10, 20, 26, 30, 40, 50, 56),
+        (60, 70, 80, 86, 90, 100, 110, 116),
+    ]
+    assert_frames_match(keyframe)
+    assert_frames_match(exact)
+    assert keyframe.frames_decoded < exact.frames_decoded
+
+
+def test_keyframe_sampling_needs_timestamps(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "raw.h264", frames=50, size=(64, 48), gop=10)
+    result = sample_clips(path, num_segments=8, resize=48, crop=48, sampling="keyframe")
+    assert result.sampling == "exact"
+    assert result.clips[0].frame_indices == segment_indices(50, 8)
+    assert_frames_match(result)
+
+
+def test_avi_with_b_frames_is_numbered_in_output_order(tmp_path: Path) -> None:
+    """AVI stores no presentation times: with B-frames, frames are counted as the decoder puts them out."""
+    path = make_video(tmp_path / "bframes.avi", frames=90, size=(96, 64), codec="mpeg4", gop=12, bframes=2)
+    result = sample_clips(path, num_segments=8, window_s=1.0, resize=64, crop=64)
+    assert [c.frame_indices for c in result.clips] == [
+        tuple(base + i for i in segment_indices(30, 8)) for base in (0, 30, 60)
+    ]
+    assert_frames_match(result)
+    assert result.seeks == 0
+
+
+def test_a_seek_that_lands_late_decodes_forward(tmp_path: Path) -> None:
+    """MPEG transport streams seek by bisecting the file and land past the keyframe asked for."""
+    source = make_video(tmp_path / "source.mp4", frames=150, fps=25, size=(96, 64))
+    path = tmp_path / "clip.ts"
+    DERIVATIONS["interlaced-mpeg2-ts"](source, path)
+    result = sample_clips(path, num_segments=8, window_s=2.0, resize=64, crop=64)
+    assert result.fallback == "a seek went past its target"
+    assert [c.frame_indices for c in result.clips] == [
+        tuple(base + i for i in segment_indices(50, 8)) for base in (0, 50, 100)
     ]
     assert_frames_match(result)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from workers.media import Window, plan_windows, segment_indices
+from workers.media.sampling import keyframe_indices
 
 
 def test_segment_centres_follow_tsn() -> None:
@@ -73,3 +74,22 @@ def test_windows_without_frames_are_skipped() -> None:
 
 def test_no_frames_no_windows() -> None:
     assert plan_windows([], 0.0) == []
+
+
+def test_keyframe_plan_takes_the_keyframe_nearest_each_centre() -> None:
+    # 30 frames, 8 segments of 3.75 frames: [0,4) [4,8) [8,12) [12,15) [15,19) [19,23) [23,27) [27,30).
+    assert keyframe_indices(0, 30, 8, [0, 6, 7, 13, 25]) == (0, 6, 9, 13, 16, 20, 25, 28)
+    assert keyframe_indices(0, 30, 8, []) == segment_indices(30, 8)
+    # Equally near the centre 5 (segment [4, 8)): the earlier keyframe.
+    assert keyframe_indices(0, 30, 8, [4, 6]) == (1, 4, 9, 13, 16, 20, 24, 28)
+    # Offsets: a window that starts at frame 100 uses its own segments.
+    assert keyframe_indices(100, 130, 8, [96, 130]) == tuple(100 + i for i in segment_indices(30, 8))
+
+
+def test_keyframe_plan_per_window() -> None:
+    times = np.arange(120) / 30.0
+    windows = plan_windows(times, 4.0, num_segments=8, window_s=2.0, keyframes=np.arange(0, 120, 10))
+    assert [w.frame_indices for w in windows] == [
+        (0, 10, 20, 26, 30, 40, 50, 56),
+        (60, 70, 80, 86, 90, 100, 110, 116),
+    ]
