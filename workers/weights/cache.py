@@ -9,7 +9,6 @@ file must match it. An operator who has the digest from elsewhere pins it before
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,14 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PINS_FILE = "pins.json"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.core.config import Settings
-from workers.weights.cache import ModelCache, Pin, sha256_of
+from services.core.storage import sha256_file
+from workers.weights.cache import ModelCache, Pin
 from workers.weights.download import ProgressCallback, download
 from workers.weights.errors import ChecksumMismatchError, InvalidWeightsError, SourceUnreachableError
 from workers.weights.registry import KNOWN_MODELS, KnownModel, find_model, mirrored
@@ -63,7 +64,7 @@ def ensure_model(
     if path.is_file():
         if expected is None:  # placed by hand (offline sites copy it in): trusted once it loads
             _validate(model)(path)
-            _pin_first(cache, model, path, sha256_of(path), path.stat().st_size)
+            _pin_first(cache, model, path, sha256_file(path), path.stat().st_size)
         else:
             hint = f"remove it (`tsmindex models remove {model.name}`) to fetch it again"
             _check(path, expected, origin, hint=hint)
@@ -94,7 +95,7 @@ def _pin_first(cache: ModelCache, model: KnownModel, path: Path, sha256: str, si
 def _check(path: Path, expected: str | None, origin: str, *, hint: str = "") -> None:
     if expected is None:
         return
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != expected:
         raise ChecksumMismatchError(
             f"{path}: sha256 {digest} differs from the {origin} {expected}" + (f"; {hint}" if hint else "")
