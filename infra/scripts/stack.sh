@@ -11,7 +11,10 @@
 #   TSMINDEX_STACK_COMPONENTS  what to start (default "s3 torchserve api worker"; drop torchserve to
 #                              use a server that is already running)
 #   TSMINDEX_STACK_ARCHIVE     model archive (default var/model-store/tsm.mar, built on first up from
-#                              TSMINDEX_CHECKPOINT_PATH, else from a random-init demo model)
+#                              TSMINDEX_CHECKPOINT_PATH, else from TSMINDEX_STACK_MODEL)
+#   TSMINDEX_STACK_MODEL       a known model (`tsmindex models`; default TSMINDEX_DEFAULT_MODEL, the
+#                              published Kinetics-400 TSM-R50, downloaded once), or "random" (offline
+#                              pipeline checks: random weights, arbitrary labels)
 #   TSMINDEX_STACK_WORKERS     worker processes (default 1)
 set -euo pipefail
 
@@ -21,6 +24,7 @@ BIN="${TSMINDEX_BIN_DIR:-$ROOT/.venv/bin}"
 COMPONENTS="${TSMINDEX_STACK_COMPONENTS:-s3 torchserve api worker}"
 ARCHIVE="${TSMINDEX_STACK_ARCHIVE:-$ROOT/var/model-store/tsm.mar}"
 WORKERS="${TSMINDEX_STACK_WORKERS:-1}"
+MODEL="${TSMINDEX_STACK_MODEL:-}"
 READY_TIMEOUT_S="${TSMINDEX_STACK_READY_TIMEOUT_S:-120}"
 STOP_TIMEOUT_S="${TSMINDEX_STACK_STOP_TIMEOUT_S:-60}"
 export TSMINDEX_TORCHSERVE_RUN_DIR="${TSMINDEX_TORCHSERVE_RUN_DIR:-$STACK_DIR/torchserve}"
@@ -120,14 +124,20 @@ PY
 
 ensure_archive() {
     [[ -f "$ARCHIVE" ]] && return 0
-    local checkpoint="${TSMINDEX_CHECKPOINT_PATH:-}"
-    if [[ -z "$checkpoint" ]]; then
-        checkpoint="$TSMINDEX_DATA_DIR/models/tsm-random.pt"
+    local source=()  # none: model build takes TSMINDEX_DEFAULT_MODEL
+    [[ -n "$MODEL" ]] && source=(--model "$MODEL")
+    if [[ -n "${TSMINDEX_CHECKPOINT_PATH:-}" ]]; then
+        source=(--checkpoint "$TSMINDEX_CHECKPOINT_PATH")
+    elif [[ "$MODEL" == random ]]; then
+        local checkpoint="$TSMINDEX_DATA_DIR/models/tsm-random.pt"
         [[ -f "$checkpoint" ]] || "$BIN/python" -c 'import sys; from pathlib import Path; from workers.demo import write_random_checkpoint; write_random_checkpoint(Path(sys.argv[1]))' "$checkpoint"
-        echo "model: random-init demo model ($checkpoint); set TSMINDEX_CHECKPOINT_PATH for trained weights"
+        echo "model: random-init model ($checkpoint): labels are arbitrary; for the pipeline only"
+        source=(--checkpoint "$checkpoint")
+    else
+        echo "model: ${MODEL:-the default known model} (downloaded once into the model cache)"
     fi
-    "$BIN/tsmindex" model build --checkpoint "$checkpoint" --out "$(dirname "$ARCHIVE")" \
-        --model-name "$(basename "$ARCHIVE" .mar)"
+    "$BIN/tsmindex" model build "${source[@]}" --out "$(dirname "$ARCHIVE")" \
+        --model-name "$(basename "$ARCHIVE" .mar)" || die "no model archive (see above)"
 }
 
 up() {

@@ -2,14 +2,13 @@
 
 from model_store.tsm.build import build_tsm
 from model_store.tsm.checkpoint import (
-    TSM_R50_KINETICS400_URL,
     CheckpointError,
     CheckpointInfo,
     OfficialName,
-    download_checkpoint,
     load_checkpoint,
     load_model,
     parse_official_filename,
+    read_card,
     save_checkpoint,
 )
 from model_store.tsm.config import (
@@ -23,6 +22,7 @@ from model_store.tsm.export import (
     InferenceRunner,
     cpu_supports_bf16,
     export_onnx,
+    export_torchscript,
     prepare_for_inference,
     select_dtype,
 )
@@ -33,7 +33,6 @@ from model_store.tsm.shift import TemporalShift, temporal_shift
 __all__ = [
     "KINETICS400_LABELS_PATH",
     "TSM",
-    "TSM_R50_KINETICS400_URL",
     "CacheSize",
     "CheckpointError",
     "CheckpointInfo",
@@ -48,12 +47,13 @@ __all__ = [
     "build_from_card",
     "build_tsm",
     "cpu_supports_bf16",
-    "download_checkpoint",
     "export_onnx",
+    "export_torchscript",
     "load_checkpoint",
     "load_model",
     "parse_official_filename",
     "prepare_for_inference",
+    "read_card",
     "read_labels",
     "save_checkpoint",
     "select_dtype",

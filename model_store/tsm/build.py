@@ -60,9 +60,10 @@ def build_tsm(
         shift_div=shift_div,
         shift_place=shift_place,
         dropout=dropout,
+        causal=mode != "offline",
     )
     if mode == "online":
         return OnlineTSM(config)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    return TSM(config, causal=mode == "causal")
+    return TSM(config)

@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import tempfile
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,6 @@ from model_store.tsm.network import TSM
 
 FORMAT = "tsmindex.tsm"
 FORMAT_VERSION = 1
-
-# The published TSM ResNet-50, Kinetics-400, 8 segments, bi-directional residual shift of 1/8 + 1/8.
-TSM_R50_KINETICS400_URL = (
-    "https://hanlab18.mit.edu/projects/tsm/models/"
-    "TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth"
-)
 
 # Class counts of the datasets the reference code trains on (its file names carry the dataset).
 DATASET_CLASSES = {
@@ -118,6 +111,17 @@ def load_model(path: str | Path, *, card: ModelCard | None = None) -> tuple[TSM,
     model = TSM(card.config)
     _load_into(model, obj, path)
     return model.eval(), card
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """A checkpoint's card without building its network: ours carries one; an official file's comes
+    from its published name (Kinetics-400 class names ship here)."""
+    path = Path(path)
+    obj = _read(path)
+    fmt = detect_format(obj)
+    if fmt == "tsmindex":
+        return ModelCard.from_dict(obj["card"])
+    return _card_from_filename(path, obj, fmt)
 
 
 # --- formats -------------------------------------------------------------------------------------
@@ -433,25 +437,3 @@ def _card_from_filename(path: Path, obj: Mapping[str, Any], fmt: str) -> ModelCa
         preprocess=Preprocess(),
         classes=read_labels(KINETICS400_LABELS_PATH),
     )
-
-
-def download_checkpoint(
-    url: str, dest: str | Path, *, sha256: str | None = None, timeout_s: float = 60.0
-) -> Path:
-    """Fetch ``url`` to ``dest`` (verified against ``sha256`` when given; replaced atomically)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if sha256 is not None and digest.hexdigest() != sha256.lower():
-            raise CheckpointError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest

@@ -30,6 +30,9 @@ class TSMConfig:
     shift_div: int = 8  # fold = C // shift_div; 0 = no shift (the TSN baseline)
     shift_place: str = "blockres"
     dropout: float = 0.5
+    # Past-only shift (the paper's online mode): the weights were trained without seeing frame t+1,
+    # so they run frame by frame (``OnlineTSM``) as well as over whole clips.
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -49,7 +52,7 @@ class TSMConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "arch": self.arch,
             "num_classes": self.num_classes,
             "num_segments": self.num_segments,
@@ -57,11 +60,18 @@ class TSMConfig:
             "shift_place": self.shift_place,
             "dropout": self.dropout,
         }
+        if self.causal:
+            # Only when set, so the cards of bi-directional models read as before in older code.
+            d["causal"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TSMConfig:
         _fields(
-            "TSMConfig", d, {"arch", "num_classes"}, {"num_segments", "shift_div", "shift_place", "dropout"}
+            "TSMConfig",
+            d,
+            {"arch", "num_classes"},
+            {"num_segments", "shift_div", "shift_place", "dropout", "causal"},
         )
         return cls(**dict(d))
 

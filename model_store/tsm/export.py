@@ -107,6 +107,32 @@ class _Features(nn.Module):
         return self.model.forward_features(x)
 
 
+def _example(model: TSM, height: int, width: int) -> Tensor:
+    param = next(model.parameters())
+    shape = (2, model.config.num_segments, 3, height, width)
+    return torch.zeros(shape, dtype=param.dtype, device=param.device)
+
+
+def export_torchscript(model: TSM, path: str | Path, *, height: int = 224, width: int = 224) -> Path:
+    """Trace ``clips`` [batch, T, 3, H, W] -> (logits, embedding) to a TorchScript file.
+
+    Traced at batch 2: the shift reads the batch from the input's shape, so other batch sizes give
+    the same results (check them, as ``tsmindex export`` does). TorchScript is deprecated upstream
+    in favour of torch.export; ONNX is the portable target.
+    """
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # the deprecation notice
+        # The input-shape checks run once at trace time; the parity check covers other shapes.
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
+        traced = torch.jit.trace(_Features(model).eval(), (_example(model, height, width),))  # type: ignore[no-untyped-call]
+        torch.jit.save(traced, str(path))
+    return path
+
+
 def export_onnx(
     model: TSM, path: str | Path, *, height: int = 224, width: int = 224, opset: int = 18
 ) -> Path:
@@ -118,10 +144,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _Features(model).eval()
-    param = next(model.parameters())
-    example = torch.zeros(
-        2, model.config.num_segments, 3, height, width, dtype=param.dtype, device=param.device
-    )
+    example = _example(model, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
         wrapper,

@@ -60,14 +60,16 @@ def build_backbone(config: TSMConfig, wrap: ShiftWrapper) -> tuple[nn.Module, in
 class TSM(nn.Module):
     """Input float [N, T, 3, H, W] (normalised RGB) -> logits [N, K] averaged over the T segments.
 
+    ``config.causal`` shifts from the past only (the network ``OnlineTSM`` runs frame by frame).
+
     Parameter names follow the reference implementation without its DataParallel prefix
     (``base_model.*``, ``new_fc.*``), so its checkpoints load by dropping ``module.``.
     """
 
-    def __init__(self, config: TSMConfig, *, causal: bool = False) -> None:
+    def __init__(self, config: TSMConfig) -> None:
         super().__init__()
         self.config = config
-        self.causal = causal
+        causal = config.causal
 
         def wrap(net: nn.Module) -> nn.Module:
             return TemporalShift(

@@ -2,7 +2,7 @@
 
 Each shifted block keeps the channels [fold, 2*fold) of the previous frame's input and feeds them
 to the current frame, the uni-directional shift of the paper's online demo. Run over a clip frame
-by frame, it computes exactly what ``TSM(config, causal=True)`` computes offline; it uses the same
+by frame, it computes exactly what ``TSM`` with ``config.causal`` computes offline; it uses the same
 weights (and state-dict keys) as the offline network.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -95,6 +96,21 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9101  # 0: no worker exporter
     worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus runs on another host
     prometheus_url: str = "http://127.0.0.1:9090"  # read by `tsmindex status`
+
+    # Known models (`tsmindex models`): the one used when no checkpoint is named, where downloads are
+    # kept, and a mirror that serves the publishers' files under the same paths (offline sites, tests).
+    default_model: str = "tsm-r50-kinetics400"
+    model_cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/tsmindex/models, else ~/.cache/...
+    model_mirror_url: str | None = None  # e.g. http://models.internal:8080 replaces https://hanlab.mit.edu
+    # Offline must fail fast: connecting (and resolving the name) gets this long, reading io_timeout_s.
+    model_connect_timeout_s: float = 3.0
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "tsmindex" / "models"
 
     @property
     def resolved_database_url(self) -> str:

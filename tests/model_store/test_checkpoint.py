@@ -17,7 +17,6 @@ from model_store.tsm import (
     ModelCard,
     Preprocess,
     build_tsm,
-    download_checkpoint,
     load_checkpoint,
     load_model,
     parse_official_filename,
@@ -323,16 +322,3 @@ def test_unknown_layouts_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "w.pth"
     torch.save({"state_dict": {"encoder.weight": torch.zeros(2)}}, path)
     assert "unrecognised checkpoint layout" in _error(_model(), path)
-
-
-def test_download_checkpoint_verifies_and_replaces_atomically(tmp_path: Path) -> None:
-    source = tmp_path / "published.pth"
-    source.write_bytes(b"weights" * 1000)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    dest = tmp_path / "cache" / "model.pth"
-    assert download_checkpoint(source.as_uri(), dest, sha256=digest) == dest
-    assert dest.read_bytes() == source.read_bytes()
-    bad = tmp_path / "cache" / "bad.pth"
-    with pytest.raises(CheckpointError, match="does not match"):
-        download_checkpoint(source.as_uri(), bad, sha256="0" * 64)
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["model.pth"]

@@ -87,13 +87,6 @@ def test_index_then_search(data_dir: Path, tiny_checkpoint: Path, tmp_path: Path
         assert f"{window.start_ms / 1000:.1f} s" in line and f"{window.end_ms / 1000:.1f} s" in line
 
 
-def test_index_without_a_model_says_how_to_get_one(data_dir: Path, tmp_path: Path) -> None:
-    video = write_sample_videos(tmp_path / "videos", count=1)[0]
-    result = CliRunner().invoke(app, ["index", str(video)], terminal_width=200)
-    assert result.exit_code == 2
-    assert "TSMINDEX_CHECKPOINT_PATH" in result.output
-
-
 def test_corrupt_file_fails_the_run_with_its_reason(
     data_dir: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -9,12 +9,16 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     backfill,
     bench_decode,
     bench_model,
+    bench_online,
     bench_sampling,
     corpus,
+    export,
+    models,
     platform,
     serving,
     status,
     training,
+    watch,
 )
 from workers.cli.app import app, bench_app, main
 

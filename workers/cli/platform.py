@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workers.cli.app import app
+from workers.cli.models import ModelOpt, resolve_model_path
 
 if TYPE_CHECKING:
     from services.core.config import Settings
@@ -102,28 +103,21 @@ def _results_table(results: list[IndexedVideo], top: int) -> Table:
     return table
 
 
-def _checkpoint_or_exit(checkpoint: Path | None) -> Path:
-    path = checkpoint or _settings().checkpoint_path
-    if path is None:
-        console.print(
-            "[red]no model: pass --checkpoint or set TSMINDEX_CHECKPOINT_PATH[/red] "
-            "(`tsmindex demo` creates a random-init one to try the pipeline)"
-        )
-        raise typer.Exit(2)
-    return path
-
-
 @app.command("index")
 def index_cmd(
     paths: Annotated[list[Path], typer.Argument(help="video files or folders (searched recursively)")],
     checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
     window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
     top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
     min_score: Annotated[float | None, typer.Option(help="drop labels scoring less")] = None,
 ) -> None:
-    """Index local videos in this process (SQLite, local storage, in-process inference)."""
+    """Index local videos in this process (SQLite, local storage, in-process inference).
+
+    The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
+    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`)."""
     options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
-    results = _run_index(paths, _checkpoint_or_exit(checkpoint), options)
+    results = _run_index(paths, resolve_model_path(checkpoint, model), options)
     console.print(_results_table(results, top=5))
     if any(r.status != "succeeded" for r in results):
         raise typer.Exit(1)

@@ -24,11 +24,14 @@ METRICS_CONFIG = ROOT / "infra" / "torchserve" / "metrics.yaml"
 def build(
     checkpoint: Annotated[
         str | None,
+        typer.Option(help="Checkpoint path or http(s) URL (ours, official or mmaction2 format)."),
+    ] = None,
+    model: Annotated[
+        str | None,
         typer.Option(
-            help="Checkpoint path or http(s) URL (ours, official or mmaction2 format). "
-            "Real deployments use the published Kinetics-400 TSM-R50: "
-            "https://hanlab18.mit.edu/projects/tsm/models/"
-            "TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth"
+            "--model",
+            help="A known model by name (`tsmindex models`). With none of --checkpoint, --model and "
+            "--random-init: TSMINDEX_DEFAULT_MODEL, the published Kinetics-400 TSM-R50.",
         ),
     ] = None,
     random_init: Annotated[bool, typer.Option(help="Random weights (offline use and tests).")] = False,
@@ -43,24 +46,28 @@ def build(
     model_name: Annotated[str, typer.Option(help="TorchServe model name.")] = "tsm",
     version: Annotated[str | None, typer.Option(help="Archive version (default: the model card's).")] = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16")] = "auto",
-    cache_dir: Annotated[Path, typer.Option(help="Where downloaded checkpoints are kept.")] = Path(
-        "var/checkpoints"
-    ),
     out: Annotated[Path, typer.Option(help="Directory for <model-name>.mar.")] = DEFAULT_MODEL_STORE,
 ) -> None:
-    """Write the TorchServe archive (.mar) for a checkpoint, or for random weights."""
-    from model_store.archive import build_archive
+    """Write the TorchServe archive (.mar) for a checkpoint, a known model, or random weights.
 
-    if (checkpoint is None) == (not random_init):
-        raise typer.BadParameter("give exactly one of --checkpoint PATH|URL and --random-init")
+    URLs and known models are downloaded once into the model cache (TSMINDEX_MODEL_CACHE_DIR) and
+    verified by SHA-256."""
+    from model_store.archive import build_archive
+    from model_store.tsm import load_model
+    from services.core.config import get_settings
+    from workers.cli.models import fetch_model
+
+    if sum((checkpoint is not None, model is not None, random_init)) > 1:
+        raise typer.BadParameter("give at most one of --checkpoint, --model and --random-init")
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise typer.BadParameter(f"unknown precision {precision!r}")
     if random_init:
-        model, card = _random_model(arch, num_classes, labels, num_segments, crop, seed)
+        network, card = _random_model(arch, num_classes, labels, num_segments, crop, seed)
+    elif checkpoint is not None and not checkpoint.startswith(("http://", "https://")):
+        network, card = load_model(Path(checkpoint))
     else:
-        assert checkpoint is not None
-        model, card = _load_checkpoint(checkpoint, cache_dir)
-    path = build_archive(model, card, out, model_name=model_name, version=version, precision=precision)  # type: ignore[arg-type]
+        network, card = load_model(fetch_model(checkpoint or model or get_settings().default_model))
+    path = build_archive(network, card, out, model_name=model_name, version=version, precision=precision)  # type: ignore[arg-type]
     typer.echo(
         f"{path}  ({card.config.arch}, {card.config.num_classes} classes, version {version or card.version})"
     )
@@ -88,18 +95,6 @@ def _random_model(
     )
     torch.manual_seed(seed)
     return build_from_card(card).eval(), card
-
-
-def _load_checkpoint(checkpoint: str, cache_dir: Path) -> tuple[Any, Any]:
-    from model_store.tsm import download_checkpoint, load_model
-
-    if checkpoint.startswith(("http://", "https://")):
-        # Keep the published file name: the official loader reads arch/segments/shift from it.
-        dest = cache_dir / checkpoint.rstrip("/").rsplit("/", 1)[-1]
-        path = dest if dest.is_file() else download_checkpoint(checkpoint, dest)
-    else:
-        path = Path(checkpoint)
-    return load_model(path)
 
 
 def render_ts_config(

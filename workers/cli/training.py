@@ -29,6 +29,9 @@ def train_command(
     arch: str = typer.Option("resnet18", help="resnet18|resnet34|resnet50|resnet101|mobilenet_v2"),
     segments: int = typer.Option(8, help="Frames per clip (T)."),
     shift_div: int = typer.Option(8, help="Shift 1/shift_div of the channels each way; 0 = TSN."),
+    causal: bool = typer.Option(
+        False, help="Shift from the past only: a model `tsmindex watch` runs frame by frame (online TSM)."
+    ),
     resize: int = typer.Option(256, help="Shorter side before cropping."),
     crop: int = typer.Option(224, help="Square crop fed to the network."),
     epochs: int = typer.Option(3),
@@ -37,6 +40,9 @@ def train_command(
     lr: float | None = typer.Option(None, help="Peak learning rate (default per optimizer)."),
     weight_decay: float | None = typer.Option(None),
     warmup: float = typer.Option(0.15, help="Fraction of steps spent warming up."),
+    context: int = typer.Option(
+        0, help="Frames of history before each clip, not scored (with --causal: train for streams)."
+    ),
     dropout: float = typer.Option(0.5),
     scales: str = typer.Option("1", help="Multi-scale crop fractions, e.g. 1,0.875,0.75,0.66 (TSN)."),
     flip: bool = typer.Option(False, help="Random horizontal flip (swaps left/right motion)."),
@@ -65,6 +71,8 @@ def train_command(
         arch=arch,
         num_segments=segments,
         shift_div=shift_div,
+        causal=causal,
+        context=context,
         dropout=dropout,
         resize=resize,
         crop=crop,
@@ -175,6 +183,31 @@ def make_motion_command(
     spec = MotionSpec(classes=_classes(classes), size=size, frames=frames, fps=fps)
     labels = ensure_dataset(out, count=count, seed=seed, spec=spec, show_progress=True)
     typer.echo(f"{count} clips -> {labels}")
+
+
+@make_dataset_app.command("motion-stream")
+def make_motion_stream_command(
+    out: Path = typer.Argument(..., help="Folder to write <label>/*.mp4 and labels.csv into."),
+    count: int = typer.Option(2000, help="Number of windows (classes balanced)."),
+    seed: int = typer.Option(1, help="Use another seed for a held-out split."),
+    size: int = typer.Option(32, help="Frame side in pixels."),
+    frames: int = typer.Option(8, help="Labelled frames at the end of each window."),
+    context: int = typer.Option(8, help="Frames of history before them (often a turn)."),
+    fps: int = typer.Option(8),
+) -> None:
+    """Windows cut from shots whose object changes direction, labelled by their last frames: training
+    data for online models (`tsmindex train --causal --context N`)."""
+    from rich.progress import Progress
+
+    from workers.training.motion import DIRECTION_CLASSES, MotionSpec, make_stream_dataset
+
+    spec = MotionSpec(classes=DIRECTION_CLASSES, size=size, frames=frames, fps=fps)
+    with Progress() as progress:
+        task = progress.add_task(f"windows (seed {seed})", total=count)
+        labels = make_stream_dataset(
+            out, count=count, seed=seed, spec=spec, context=context, on_clip=lambda _: progress.advance(task)
+        )
+    typer.echo(f"{count} windows of {context} + {frames} frames -> {labels}")
 
 
 @bench_app.command("temporal")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from model_store.tsm import TSM, ModelCard
@@ -67,7 +68,7 @@ def accumulate(
 
 @torch.inference_mode()
 def evaluate(
-    model: TSM,
+    model: nn.Module,
     videos: LabelledVideos,
     *,
     card: ModelCard,

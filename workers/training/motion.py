@@ -15,6 +15,7 @@ Rotation is left out: at 64 px a small spinning object moves too few pixels to b
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,42 +121,152 @@ def draw_tracks(label: str, rng: np.random.Generator, *, size: int, frames: int)
     }
 
 
-def render_clip(label: str, rng: np.random.Generator, *, size: int = 64, frames: int = 8) -> np.ndarray:
-    """One clip of class ``label`` as uint8 RGB ``[T, size, size, 3]``."""
-    tracks = draw_tracks(label, rng, size=size, frames=frames)
-    xs, ys, sides = tracks["x"], tracks["y"], tracks["side"]
+class _Scene:
+    """A random textured background and object; ``draw`` places the object at a centre and side."""
 
-    bright_object = bool(rng.integers(0, 2))
-    bg_colours = _palette(rng, not bright_object)
-    obj_colours = _palette(rng, bright_object)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
-    bg_w = _smooth_noise(rng, int(rng.integers(3, 9)), xx / size, yy / size)[..., None]
-    background = bg_colours[0] * (1 - bg_w) + bg_colours[1] * bg_w  # [H, W, 3]
-    background += rng.normal(0.0, 0.03, size=background.shape)  # fine grain, static like the scene
+    def __init__(self, rng: np.random.Generator, size: int) -> None:
+        self.size = size
+        bright_object = bool(rng.integers(0, 2))
+        bg_colours = _palette(rng, not bright_object)
+        self.obj_colours = _palette(rng, bright_object)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
+        self.xx, self.yy = xx, yy
+        bg_w = _smooth_noise(rng, int(rng.integers(3, 9)), xx / size, yy / size)[..., None]
+        background = bg_colours[0] * (1 - bg_w) + bg_colours[1] * bg_w  # [H, W, 3]
+        background += rng.normal(0.0, 0.03, size=background.shape)  # fine grain, static like the scene
+        self.background = background
+        self.texture = _object_texture(rng)
+        self.shape = int(rng.integers(0, 3))  # square, disc, diamond
+        angle = rng.uniform(0, 2 * np.pi)
+        self.cos_a, self.sin_a = np.cos(angle), np.sin(angle)
 
-    texture = _object_texture(rng)
-    shape = int(rng.integers(0, 3))  # square, disc, diamond
-    angle = rng.uniform(0, 2 * np.pi)
-    cos_a, sin_a = np.cos(angle), np.sin(angle)
-
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)
-    for t in range(frames):
+    def draw(self, x: float, y: float, side: float) -> np.ndarray:
+        """One uint8 RGB frame ``[size, size, 3]`` with the object's centre at (x, y)."""
         # Object-local coordinates in [-1, 1] over the object's side, rotated by a fixed angle.
-        dx, dy = (xx - xs[t]) / (sides[t] / 2), (yy - ys[t]) / (sides[t] / 2)
-        a, b = cos_a * dx + sin_a * dy, -sin_a * dx + cos_a * dy
-        if shape == 0:
+        dx, dy = (self.xx - x) / (side / 2), (self.yy - y) / (side / 2)
+        a, b = self.cos_a * dx + self.sin_a * dy, -self.sin_a * dx + self.cos_a * dy
+        if self.shape == 0:
             dist = np.maximum(np.abs(a), np.abs(b))
-        elif shape == 1:
+        elif self.shape == 1:
             dist = np.sqrt(a * a + b * b)
         else:
             dist = np.abs(a) + np.abs(b)
         # Anti-aliased edge about one pixel wide, so sub-pixel motion shows.
-        alpha = np.clip((1.0 - dist) * sides[t] / 2 + 0.5, 0.0, 1.0)[..., None]
-        w = texture((a + 1) / 2, (b + 1) / 2)[..., None]
-        obj = obj_colours[0] * (1 - w) + obj_colours[1] * w
-        frame = background * (1 - alpha) + obj * alpha
-        out[t] = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
-    return out
+        alpha = np.clip((1.0 - dist) * side / 2 + 0.5, 0.0, 1.0)[..., None]
+        w = self.texture((a + 1) / 2, (b + 1) / 2)[..., None]
+        obj = self.obj_colours[0] * (1 - w) + self.obj_colours[1] * w
+        frame = self.background * (1 - alpha) + obj * alpha
+        out: np.ndarray = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+        return out
+
+
+def render_clip(label: str, rng: np.random.Generator, *, size: int = 64, frames: int = 8) -> np.ndarray:
+    """One clip of class ``label`` as uint8 RGB ``[T, size, size, 3]``."""
+    tracks = draw_tracks(label, rng, size=size, frames=frames)
+    scene = _Scene(rng, size)
+    return np.stack(
+        [scene.draw(x, y, s) for x, y, s in zip(tracks["x"], tracks["y"], tracks["side"], strict=True)]
+    )
+
+
+# Unit steps of the object's centre per direction (image y grows downwards).
+_STEPS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+@dataclass(frozen=True)
+class MotionPath:
+    """A continuous shot whose object changes direction: frames and the true direction of each."""
+
+    frames: np.ndarray  # uint8 [N, size, size, 3]
+    labels: tuple[str, ...]  # per frame: the direction of the move that led to it ("none" first)
+    changes: tuple[int, ...]  # frame indices where a new direction starts (the first is 1)
+    centres: np.ndarray  # float [N, 2]: the object's (x, y) in each frame
+
+    def window_ends(self, frames: int, length: int) -> list[tuple[str, range]]:
+        """Per leg, its direction and the frames a window of ``length`` frames may end on so that its
+        last ``frames`` frames all move that way."""
+        legs = itertools.pairwise([*self.changes, len(self.labels)])
+        return [(self.labels[start], range(max(start + frames, length) - 1, end)) for start, end in legs]
+
+
+def render_path(rng: np.random.Generator, *, size: int = 32, legs: int = 12) -> MotionPath:
+    """One object over one background moving along ``legs`` straight legs of equal length, each in a
+    new direction (a reversal or a right-angle turn), at the per-frame speeds of the training clips.
+
+    The legs run between the corners of a square over the centres training clips use (0.2 to 0.8 x
+    ``size``); a leg lasts ``0.6 * size / speed`` frames (13-15).
+    """
+    if legs < 1:
+        raise ValueError("a path needs at least one leg")
+    speed = rng.uniform(2.5, 3.0) * size / 64.0  # px per frame, the slow half of the clips' speeds
+    lo, hi = 0.2 * size, 0.8 * size
+    leg_frames = round((hi - lo) / speed)
+    speed = (hi - lo) / leg_frames  # legs end exactly on the corners
+    side = rng.uniform(0.18, 0.3) * size
+    scene = _Scene(rng, size)
+    corner = [int(rng.integers(0, 2)), int(rng.integers(0, 2))]  # (x, y): 0 at lo, 1 at hi
+
+    def at(cx: int, cy: int) -> tuple[float, float]:
+        return lo + cx * (hi - lo), lo + cy * (hi - lo)
+
+    frames, labels, changes = [scene.draw(*at(*corner), side)], ["none"], []
+    centres = [at(*corner)]
+    direction = ""
+    for _ in range(legs):
+        # From a corner, one horizontal and one vertical move stay inside the square.
+        options = ["left" if corner[0] else "right", "up" if corner[1] else "down"]
+        options = [d for d in options if d != direction] or options
+        direction = str(rng.choice(options))
+        dx, dy = _STEPS[direction]
+        x, y = at(*corner)
+        changes.append(len(frames))
+        for k in range(1, leg_frames + 1):
+            centres.append((x + dx * speed * k, y + dy * speed * k))
+            frames.append(scene.draw(*centres[-1], side))
+            labels.append(direction)
+        corner = [corner[0] + dx, corner[1] + dy]
+    return MotionPath(
+        frames=np.stack(frames), labels=tuple(labels), changes=tuple(changes), centres=np.array(centres)
+    )
+
+
+def make_stream_dataset(
+    out_dir: str | Path,
+    *,
+    count: int,
+    seed: int,
+    spec: MotionSpec = MotionSpec(classes=DIRECTION_CLASSES, size=32),
+    context: int = 8,
+    on_clip: Callable[[int], None] | None = None,
+) -> Path:
+    """Windows of ``context + spec.frames`` frames cut from ``render_path`` shots, labelled by the
+    direction of their last ``spec.frames`` frames, which lie in one leg (the context before them
+    usually holds a turn): what an online model sees on a stream. Classes balanced; written like
+    :func:`make_motion_dataset` (mp4 files per label and ``labels.csv``)."""
+    if set(spec.classes) != set(DIRECTION_CLASSES):
+        raise ValueError("stream windows have the four direction classes")
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    length = context + spec.frames
+    quota = dict.fromkeys(spec.classes, count // len(spec.classes))
+    for extra in spec.classes[: count % len(spec.classes)]:
+        quota[extra] += 1
+    for name in spec.classes:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str]] = []
+    while any(quota.values()):
+        path = render_path(rng, size=spec.size, legs=8)
+        for label, ends in path.window_ends(spec.frames, length):
+            if not quota[label] or not ends:
+                continue
+            end = int(rng.choice(ends))
+            rel = f"{label}/{label}_{len(rows):05d}.mp4"
+            write_video(out / rel, path.frames[end + 1 - length : end + 1], fps=spec.fps)
+            rows.append((rel, label))
+            quota[label] -= 1
+            if on_clip is not None:
+                on_clip(len(rows) - 1)
+    return write_labels_csv(out / LABELS_FILE, rows)
 
 
 def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, crf: int = 18) -> None:

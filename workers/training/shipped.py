@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import model_store
 from workers.training.motion import DIRECTION_CLASSES, MotionSpec, make_motion_dataset
+from workers.weights.registry import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(model_store.__file__).resolve().parent / "weights"
 SHIPPED_MODEL = WEIGHTS_DIR / "tsm-motion-mnv2-32px.pt"
 # What the shipped model was trained on: demo clips must be made the same way (frame size = the
 # card's resize = crop, so sampling feeds the network whole frames).

@@ -50,6 +50,10 @@ class TrainConfig:
     arch: str = "resnet18"
     num_segments: int = 8
     shift_div: int = 8
+    causal: bool = False  # past-only shift: a model OnlineTSM can run frame by frame
+    # Frames of history before each clip (causal models): the network runs context + num_segments
+    # frames and is scored on the last num_segments, as it runs on a stream with a past.
+    context: int = 0
     dropout: float = 0.5
     resize: int = 256
     crop: int = 224
@@ -142,6 +146,19 @@ class EpochSampler(Sampler[int]):
         return self.n - self.skip
 
 
+class LastFrames(nn.Module):
+    """The mean logits of a clip's last ``keep`` frames: how a clip with context in front is scored."""
+
+    def __init__(self, model: TSM, keep: int) -> None:
+        super().__init__()
+        self.model = model
+        self.keep = keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, context + keep, 3, H, W] -> [N, K]
+        logits: torch.Tensor = self.model.forward_frames(x)[0][:, -self.keep :].mean(dim=1)
+        return logits
+
+
 def transfer_weights(model: TSM, source: TSM) -> list[str]:
     """Copy ``source``'s weights into ``model``; parameters whose shapes differ (the classifier, when
     the class lists differ) keep their fresh initialisation. Returns the names left out."""
@@ -168,14 +185,22 @@ def _build(cfg: TrainConfig, classes: tuple[str, ...]) -> tuple[TSM, ModelCard, 
         config = TSMConfig(
             arch=cfg.arch,
             num_classes=len(classes),
-            num_segments=cfg.num_segments,
+            num_segments=cfg.num_segments + cfg.context,
             shift_div=cfg.shift_div,
             dropout=cfg.dropout,
+            causal=cfg.causal,
         )
         card = ModelCard(cfg.name, cfg.version, config, preprocess, classes)
         return build_from_card(card), card, []
     source, source_card = load_model(cfg.init)
-    config = replace(source_card.config, num_classes=len(classes), dropout=cfg.dropout)
+    # The shift's direction adds no weights: a bi-directional checkpoint starts a causal model.
+    config = replace(
+        source_card.config,
+        num_classes=len(classes),
+        num_segments=cfg.num_segments + cfg.context,
+        dropout=cfg.dropout,
+        causal=cfg.causal,
+    )
     preprocess = replace(source_card.preprocess, resize=cfg.resize, crop=cfg.crop)
     card = ModelCard(cfg.name, cfg.version, config, preprocess, classes)
     model = build_from_card(card)
@@ -244,6 +269,8 @@ def train(
 
     from workers.training.evaluate import evaluate
 
+    if cfg.context and not cfg.causal:
+        raise ValueError("context (frames of history) is for causal models: pass causal too")
     device = torch.device(cfg.device) if cfg.device else default_device()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +293,7 @@ def train(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    scored: nn.Module = LastFrames(model, cfg.num_segments) if cfg.context else model
     if resolved["partial_bn"]:
         set_partial_bn(model)  # also turns off requires_grad, so the optimiser skips them
     optimizer = _optimizer(model, resolved)
@@ -336,7 +364,7 @@ def train(
                 x = normalise(clips.to(device, non_blocking=True), card.preprocess)
                 y = labels.to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolved["bf16"]):
-                    logits = model(x)
+                    logits = scored(x)
                 loss = loss_fn(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -366,7 +394,7 @@ def train(
             }
             if val_set is not None and epoch_done:
                 result = evaluate(
-                    model,
+                    scored,
                     val_set,
                     card=card,
                     device=device,
@@ -419,9 +447,18 @@ def export_half(
     """Write ``src``'s weights as fp16, without training state: the small file to ship.
 
     ``load_model`` copies them into an fp32 network (``load_state_dict`` casts), so nothing else
-    needs to know. ``name``/``version`` rename the card.
+    needs to know. ``name``/``version`` rename the card. A run trained with context ships with the
+    segment count it is scored on (the frames ``tsmindex watch`` averages); the weights do not
+    depend on it.
     """
     model, card = load_model(src)
-    card = replace(card, name=name or card.name, version=version or card.version)
-    save_checkpoint(dst, model.half(), card)
+    try:
+        scored_segments = int(read_training_state(src)["train_config"]["num_segments"])
+    except (ValueError, KeyError):
+        scored_segments = card.config.num_segments
+    config = replace(card.config, num_segments=scored_segments)
+    card = replace(card, name=name or card.name, version=version or card.version, config=config)
+    half = build_from_card(card)
+    half.load_state_dict(model.state_dict())
+    save_checkpoint(dst, half.half(), card)
     return card

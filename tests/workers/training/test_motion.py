@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from workers.training.motion import (
     MotionSpec,
     draw_tracks,
     make_motion_dataset,
+    make_stream_dataset,
     render_clip,
+    render_path,
 )
 
 OPPOSITES = [("left", "right"), ("up", "down"), ("approach", "recede")]
@@ -104,3 +107,39 @@ def test_dataset_is_balanced_decodable_and_reproducible(tmp_path: Path) -> None:
 
 def test_direction_classes_are_the_default() -> None:
     assert MotionSpec().classes == DIRECTION_CLASSES == ("left", "right", "up", "down")
+
+
+STEPS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_path_moves_each_leg_one_way_and_turns_between_legs(seed: int) -> None:
+    path = render_path(np.random.default_rng(seed), size=32, legs=6)
+    assert path.frames.shape == (len(path.labels), 32, 32, 3) and path.changes[0] == 1
+    moves = np.diff(path.centres, axis=0)
+    for f in range(1, len(path.labels)):
+        direction = np.sign(np.round(moves[f - 1], 6))
+        assert tuple(direction) == STEPS[path.labels[f]]
+    legs = [path.labels[c] for c in path.changes]
+    assert all(a != b for a, b in itertools.pairwise(legs))  # every change is a change
+    assert np.all((path.centres >= 0.2 * 32 - 1e-9) & (path.centres <= 0.8 * 32 + 1e-9))
+    leg_lengths = np.diff([*path.changes, len(path.labels)])
+    assert len(set(leg_lengths)) == 1 and 13 <= leg_lengths[0] <= 16
+    # Windows whose last 8 frames lie in one leg, with 8 frames of context before them.
+    for label, ends in path.window_ends(8, 16):
+        for end in ends:
+            assert end >= 15 and set(path.labels[end - 7 : end + 1]) == {label}
+
+
+def test_stream_windows_are_balanced_and_as_long_as_asked(tmp_path: Path) -> None:
+    spec = MotionSpec(classes=DIRECTION_CLASSES, size=32, frames=4)
+    labels = make_stream_dataset(tmp_path / "a", count=9, seed=3, spec=spec, context=4)
+    with labels.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert Counter(r["label"] for r in rows) == {"left": 3, "right": 2, "up": 2, "down": 2}
+    frames = decode_clip(tmp_path / "a" / rows[0]["path"], resize=32, pick=np.arange)
+    assert frames.shape == (8, 32, 32, 3)
+    again = make_stream_dataset(tmp_path / "b", count=9, seed=3, spec=spec, context=4)
+    assert again.read_text() == labels.read_text()
+    with pytest.raises(ValueError, match="four direction classes"):
+        make_stream_dataset(tmp_path / "c", count=4, seed=3, spec=MotionSpec(classes=("left", "right")))

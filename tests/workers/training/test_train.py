@@ -182,3 +182,32 @@ def test_warmup_then_cosine() -> None:
     assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
     assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
     assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_a_causal_run_with_context_is_scored_on_its_last_frames_and_ships_their_count(tmp_path: Path) -> None:
+    from workers.training.motion import DIRECTION_CLASSES, make_stream_dataset
+    from workers.training.train import LastFrames
+
+    spec = MotionSpec(classes=DIRECTION_CLASSES, size=32, frames=SEGMENTS)
+    data = make_stream_dataset(tmp_path / "windows", count=8, seed=5, spec=spec, context=SEGMENTS)
+    with pytest.raises(ValueError, match="causal"):
+        train(_cfg(data, tmp_path / "bidir", context=SEGMENTS, max_steps=1), show_progress=False)
+    result = train(
+        _cfg(data, tmp_path / "run", causal=True, context=SEGMENTS, epochs=1, arch="mobilenet_v2"),
+        show_progress=False,
+    )
+    model, card = load_model(result.checkpoint)
+    assert card.config.causal and card.config.num_segments == 2 * SEGMENTS  # what it ran on
+
+    # Only the last frames count: changing the context's logits cannot move the score.
+    scored = LastFrames(model.eval(), SEGMENTS)
+    x = torch.randn(2, 2 * SEGMENTS, 3, 32, 32)
+    with torch.no_grad():
+        per_frame = model.forward_frames(x)[0]
+        torch.testing.assert_close(scored(x), per_frame[:, SEGMENTS:].mean(1))
+
+    shipped = export_half(result.checkpoint, tmp_path / "half.pt")
+    assert shipped.config.causal and shipped.config.num_segments == SEGMENTS  # the frames watch averages
+    loaded, card = load_model(tmp_path / "half.pt")
+    assert card == shipped
+    torch.testing.assert_close(loaded.new_fc.weight, model.new_fc.weight, atol=1e-3, rtol=1e-3)
