@@ -1,4 +1,6 @@
-"""Typed dependencies: settings, a database session, storage, the queue and the caller's API key."""
+"""Typed dependencies: settings, a database session, storage, the queue and search parameters.
+
+The caller (``Principal``) comes from ``services.api.guard``, which authenticates before any body is read."""
 
 from __future__ import annotations
 
@@ -7,15 +9,10 @@ from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Query, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.core import search
-from services.core.apikeys import pepper
 from services.core.config import Settings
-from services.core.models import ApiKey
-from services.core.security import hash_api_key
 from services.core.storage import ObjectStorage
 
 
@@ -49,33 +46,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 ProducerDep = Annotated[Celery, Depends(get_producer)]
 SourceS3Dep = Annotated[Any, Depends(get_source_s3)]
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def get_api_key(
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKey:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-    key = session.scalar(
-        select(ApiKey).where(
-            ApiKey.key_hash == hash_api_key(credentials.credentials, pepper(settings)),
-            ApiKey.revoked_at.is_(None),
-        )
-    )
-    if key is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-    return key
-
-
-ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 
 
 def search_params(

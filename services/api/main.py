@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
 from sqlalchemy.engine import make_url
 
+from services.api.guard import GuardMiddleware
 from services.api.routes import backfills, health, jobs, labels, moments, videos
 from services.core import metrics
-from services.core.config import Settings, get_settings
+from services.core.config import Mode, Settings, get_settings
 from services.core.db import create_db_engine, session_factory, upgrade_database
 from services.core.queue import INDEX_QUEUE, create_producer
+from services.core.ratelimit import RateLimiter
 from services.core.storage import make_storage, s3_client
+
+
+class _ScrapeCollector:
+    """What ``/metrics`` answers, for the exporter on a port of its own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metrics.process_registry().collect()
+        yield from self.registry.collect()
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter | None:
+    # Embedded mode serves one user from one process and may have no Redis at all.
+    if settings.mode is not Mode.platform:
+        return None
+    return RateLimiter(
+        redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0),
+        per_minute=settings.rate_limit_per_minute,
+        max_uploads=settings.max_concurrent_uploads,
+        upload_ttl_s=settings.upload_slot_ttl_s,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,9 +62,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics_registry.register(
             metrics.PlatformCollector(app.state.sessions, settings.redis_url, queues=[INDEX_QUEUE])
         )
+        app.state.rate_limiter = _rate_limiter(settings)
+        exporter = None
+        if settings.api_metrics_port:
+            exporter, _ = start_http_server(
+                settings.api_metrics_port,
+                addr=settings.api_metrics_host,
+                registry=_ScrapeCollector(app.state.metrics_registry),
+            )
         try:
             yield
         finally:
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
+            if app.state.rate_limiter is not None:
+                app.state.rate_limiter.client.close()
             app.state.producer.close()
             engine.dispose()
 
@@ -47,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
+    app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(health.router)
     app.include_router(videos.router)
     app.include_router(jobs.router)

@@ -32,8 +32,25 @@ class IndexOptions(BaseModel):
         return {k: v for k, v in data.items() if v != []}
 
 
+# A valid S3 bucket name (3-63 lowercase letters, digits, dots and hyphens): anything else is the
+# caller's mistake (422), never a storage error.
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+
+
+def _check_bucket(uri: str | None) -> str | None:
+    # What the pattern cannot say: no "..", no "-." or ".-", not an IP address (AWS's naming rules).
+    if uri is None:
+        return uri
+    bucket = uri.removeprefix("s3://").split("/", 1)[0]
+    if ".." in bucket or "-." in bucket or ".-" in bucket or bucket.replace(".", "").isdigit():
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
+    return uri
+
+
 class SourceRequest(IndexOptions):
-    source_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key")
+    source_uri: str = Field(pattern=rf"^s3://{S3_BUCKET}/.+", max_length=2048, description="s3://bucket/key")
+
+    _bucket = field_validator("source_uri")(_check_bucket)
 
 
 class ModelRef(BaseModel):
@@ -142,7 +159,9 @@ class LabelsOut(BaseModel):
 
 
 class BackfillRequest(IndexOptions):
-    source_uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix")
+    source_uri: str = Field(
+        pattern=rf"^s3://{S3_BUCKET}(/.*)?$", max_length=2048, description="s3://bucket/prefix"
+    )
     extensions: list[str] | None = Field(
         default=None, max_length=100, description="keys to index by extension (default: video extensions)"
     )
@@ -152,9 +171,12 @@ class BackfillRequest(IndexOptions):
     modified_since: datetime | None = Field(default=None, description="skip objects modified before")
     output_uri: str | None = Field(
         default=None,
-        pattern=r"^s3://[^/]+(/.*)?$",
+        pattern=rf"^s3://{S3_BUCKET}(/.*)?$",
+        max_length=2048,
         description="s3://bucket/prefix: one JSON Lines object per video once the backfill completes",
     )
+
+    _buckets = field_validator("source_uri", "output_uri")(_check_bucket)
 
 
 class BackfillCountsOut(BaseModel):

@@ -89,8 +89,24 @@ class Settings(BaseSettings):
     io_timeout_s: float = 30.0
     job_max_attempts: int = 3
     job_time_limit_s: float = 1800.0  # per job; the broker's visibility timeout sits above it
+    # Webhooks: signed Standard-Webhooks style with this secret ("whsec_" + base64, or any string).
     webhook_secret: SecretStr | None = None
     webhook_attempts: int = 3
+    webhook_deadline_s: float = 10.0  # one deadline for a whole delivery: connect, send, response
+    webhook_allow_http: bool = False  # https only unless set (test rigs, a trusted internal network)
+    # Hosts or networks a webhook may reach although private, loopback or link-local ("10.0.0.0/8").
+    webhook_allow_networks: list[str] = Field(default_factory=list)
+    # Request bounds: bodies of anything but a video upload, per-key request rate and concurrent
+    # uploads (both in Redis, platform mode only; 0 turns a limit off).
+    max_json_bytes: int = 64 * 1024
+    rate_limit_per_minute: int = 600
+    max_concurrent_uploads: int = 4
+    upload_slot_ttl_s: float = 3600.0  # a slot a crashed replica held frees itself after this
+    # /metrics: on the API port (open, or only with a key), or on a port of its own (then not on
+    # the API port at all), e.g. 127.0.0.1:9102 for a Prometheus on the same host.
+    metrics_require_key: bool = False
+    api_metrics_port: int = 0
+    api_metrics_host: str = "127.0.0.1"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_metrics_port: int = 9101  # 0: no worker exporter

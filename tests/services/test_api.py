@@ -12,8 +12,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from services.api.guard import FORM_OVERHEAD_BYTES
 from services.api.main import create_app
-from services.api.routes.videos import FORM_OVERHEAD_BYTES
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, LabelSegment, Video, VideoLabel, WindowLabel

@@ -8,7 +8,8 @@ from dataclasses import asdict
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep
+from services.api.deps import ProducerDep, SessionDep, SettingsDep
+from services.api.guard import BackfillDep
 from services.api.schemas import (
     BackfillCountsOut,
     BackfillOut,
@@ -62,7 +63,7 @@ def create_backfill(
     session: SessionDep,
     settings: SettingsDep,
     producer: ProducerDep,
-    _key: ApiKeyDep,
+    _caller: BackfillDep,
 ) -> BackfillOut:
     """Index every object under an S3 prefix; a worker lists it, one idempotent job per object, and
     writes the results to `output_uri` (if given) once every job has finished."""
@@ -102,7 +103,7 @@ def _get(session: Session, backfill_id: uuid.UUID) -> Backfill:
 
 
 @router.get("/{backfill_id}")
-def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
+def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _caller: BackfillDep) -> BackfillOut:
     """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
     _end_read(session)
     with session.begin():
@@ -115,7 +116,7 @@ def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -
 
 
 @router.post("/{backfill_id}/cancel")
-def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
+def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _caller: BackfillDep) -> BackfillOut:
     """Stop listing and fail the jobs no worker has started (reason ``cancelled``)."""
     _end_read(session)
     with session.begin():

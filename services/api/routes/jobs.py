@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import Select, and_, or_, select
 
-from services.api.deps import ApiKeyDep, SessionDep
+from services.api.deps import SessionDep
+from services.api.guard import ReadDep
 from services.api.schemas import JobOut, JobPage, ModelRef
 from services.core import search
 from services.core.models import Job, JobStatus
@@ -36,7 +37,7 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
 
 
 @router.get("/{job_id}")
-def get_job(job_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> JobOut:
+def get_job(job_id: uuid.UUID, session: SessionDep, _caller: ReadDep) -> JobOut:
     job = session.get(Job, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
@@ -71,7 +72,7 @@ def jobs_query(
 @router.get("")
 def list_jobs(
     session: SessionDep,
-    _key: ApiKeyDep,
+    _caller: ReadDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     reason: Annotated[str | None, Query(max_length=64, description="a failure reason, e.g. corrupt")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from services.api.deps import ApiKeyDep, SessionDep
+from services.api.deps import SessionDep
+from services.api.guard import ReadDep
 from services.api.schemas import LabelCount, LabelsOut
 from services.core.models import VideoLabel
 
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/v1/labels", tags=["labels"])
 
 
 @router.get("")
-def list_labels(session: SessionDep, _key: ApiKeyDep) -> LabelsOut:
+def list_labels(session: SessionDep, _caller: ReadDep) -> LabelsOut:
     videos = func.count(func.distinct(VideoLabel.video_id))
     rows = session.execute(
         select(VideoLabel.label, videos).group_by(VideoLabel.label).order_by(videos.desc(), VideoLabel.label)

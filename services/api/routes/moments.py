@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import ApiKeyDep, SearchDep, SessionDep
+from services.api.deps import SearchDep, SessionDep
+from services.api.guard import ReadDep
 from services.api.schemas import ModelRef, MomentHit, MomentPage
 from services.core import search
 
@@ -12,7 +13,7 @@ router = APIRouter(prefix="/v1/moments", tags=["search"])
 
 
 @router.get("")
-def search_moments(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> MomentPage:
+def search_moments(session: SessionDep, _caller: ReadDep, params: SearchDep) -> MomentPage:
     """Where `label` happens: runs of consecutive windows that each have it among their top labels
     (the job's `top_k`), ranked by their best window's score, with start and end (ms)."""
     rows, next_cursor = search.split_page(session.execute(search.moment_hits(params)).all(), params)

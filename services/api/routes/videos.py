@@ -16,10 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
-from starlette.types import Message, Receive
 
 from services.api.deps import (
-    ApiKeyDep,
     ProducerDep,
     SearchDep,
     SessionDep,
@@ -27,6 +25,7 @@ from services.api.deps import (
     SourceS3Dep,
     StorageDep,
 )
+from services.api.guard import ReadDep, WriteDep
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
     IndexOptions,
@@ -67,8 +66,6 @@ from services.core.storage import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
-FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around the file
-MAX_JSON_BYTES = 64 * 1024
 OPTION_FIELDS = ("window_s", "top_k", "min_score", "include", "exclude", "webhook_url")
 
 UPLOAD_BODY = {
@@ -232,12 +229,12 @@ async def create_video(
     storage: StorageDep,
     producer: ProducerDep,
     s3: SourceS3Dep,
-    api_key: ApiKeyDep,
+    caller: WriteDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
     """Submit a video: a multipart `file` upload, or JSON `{"source_uri": "s3://bucket/key"}`."""
     if idempotency_key is not None:
-        known = await run_in_threadpool(session.get, IdempotencyKey, (api_key.id, idempotency_key))
+        known = await run_in_threadpool(session.get, IdempotencyKey, (caller.key_id, idempotency_key))
         if known is not None:
             job = await run_in_threadpool(session.get_one, Job, known.job_id)
             response.status_code = status.HTTP_200_OK
@@ -246,9 +243,11 @@ async def create_video(
 
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        registration = await _accept_upload(request, session, settings, storage, api_key.id, idempotency_key)
+        registration = await _accept_upload(
+            request, session, settings, storage, caller.key_id, idempotency_key
+        )
     elif content_type.startswith("application/json"):
-        registration = await _accept_source(request, session, settings, s3, api_key.id, idempotency_key)
+        registration = await _accept_source(request, session, settings, s3, caller.key_id, idempotency_key)
     else:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -279,22 +278,6 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"uploads are limited to {limit} bytes")
 
 
-def _limited_receive(receive: Receive, limit: int, max_upload_bytes: int) -> Receive:
-    """``receive`` that raises 413 once the request body passes ``limit`` bytes."""
-    received = 0
-
-    async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _too_large(max_upload_bytes)
-        return message
-
-    return limited
-
-
 async def _accept_upload(
     request: Request,
     session: Session,
@@ -303,14 +286,9 @@ async def _accept_upload(
     api_key_id: uuid.UUID,
     idempotency_key: str | None,
 ) -> Registration:
-    limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(settings.max_upload_bytes)
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
-    # a body sent without a length (chunked) is cut off as soon as it passes the limit.
-    body = Request(request.scope, _limited_receive(request.receive, limit, settings.max_upload_bytes))
-    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
+    # the guard has already cut off a body longer than the upload limit allows.
+    form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
     try:
         upload = form.get("file")
         fields = {
@@ -372,13 +350,13 @@ async def _accept_source(
     api_key_id: uuid.UUID,
     idempotency_key: str | None,
 ) -> Registration:
-    body = await request.body()
-    if len(body) > MAX_JSON_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "JSON body too large")
+    body = await request.body()  # at most max_json_bytes: the guard counts it as it streams
     try:
         source = SourceRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from exc
+        # The same "loc" as FastAPI's own body errors: ["body", field].
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
     _check_webhook(source, settings)
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
     return await run_in_threadpool(
@@ -419,7 +397,7 @@ def _source_version(s3: Any, uri: str) -> ObjectVersion:
 
 
 @router.get("")
-def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> SearchPage:
+def search_videos(session: SessionDep, _caller: ReadDep, params: SearchDep) -> SearchPage:
     """Videos whose video-level label `label` scores at least `min_score`, best first.
     `GET /v1/moments` answers the same per time window."""
     rows, next_cursor = search.split_page(session.execute(search.video_hits(params)).all(), params)
@@ -441,7 +419,7 @@ def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> Se
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
-    _key: ApiKeyDep,
+    _caller: ReadDep,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VideoOut:
     """Metadata, video-level labels and the per-window timeline (latest indexed model by default)."""
@@ -496,7 +474,7 @@ def get_video(
 
 
 @router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _key: ApiKeyDep) -> None:
+def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _caller: WriteDep) -> None:
     """Remove the video, its jobs and labels, and our stored copy of its bytes."""
     _end_read(session)
     with session.begin():

@@ -1,0 +1,248 @@
+"""The API's front door: who is calling, how much they may send, and how often.
+
+A pure ASGI middleware rather than a dependency: FastAPI parses a JSON body before it runs any
+dependency, so a dependency would authenticate only after reading whatever an anonymous caller sent.
+Here the key is checked from the headers alone, then the body is counted as it streams (a declared
+``Content-Length`` over the limit is refused before a byte is read; a chunked body is cut off as soon
+as it passes the limit). Routes get the caller as a typed ``Principal``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.core.apikeys import pepper
+from services.core.config import Settings
+from services.core.models import ApiKey
+from services.core.ratelimit import Decision, RateLimiter
+from services.core.security import hash_api_key
+
+log = logging.getLogger(__name__)
+
+FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around an uploaded file
+UPLOAD_PATH = "/v1/videos"
+# Open to anyone: liveness, readiness, and the API's own description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+METRICS_PATH = "/metrics"
+
+
+# What a key may do; "admin" implies every other scope.
+SCOPES = ("read", "write", "backfill", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: which key, and what it may do."""
+
+    key_id: uuid.UUID
+    name: str
+    scopes: frozenset[str] = frozenset(SCOPES)
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """How many bytes a request may send, and what a caller who sends more is told."""
+
+    max_bytes: int
+    message: str
+
+
+class BodyTooLargeError(HTTPException):
+    """The request body passed the limit of its route.
+
+    An HTTPException so that FastAPI's body parsing lets it through as a 413 instead of turning it
+    into "There was an error parsing the body"."""
+
+    def __init__(self, limit: BodyLimit) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, limit.message)
+        self.limit = limit
+
+
+def body_limit(scope: Scope, settings: Settings) -> BodyLimit:
+    """A video upload gets the upload limit (plus the form around the file), anything else a JSON one."""
+    if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH and _is_multipart(scope):
+        return BodyLimit(
+            settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+            f"uploads are limited to {settings.max_upload_bytes} bytes",
+        )
+    return BodyLimit(
+        settings.max_json_bytes, f"request bodies are limited to {settings.max_json_bytes} bytes"
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _is_multipart(scope: Scope) -> bool:
+    return (_header(scope, b"content-type") or "").lower().startswith("multipart/form-data")
+
+
+def authenticate(
+    sessions: sessionmaker[Session], settings: Settings, authorization: str | None
+) -> Principal | None:
+    """The key's principal, or None for a missing, unknown, revoked or expired key."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    with sessions() as session:
+        key = session.scalar(
+            select(ApiKey).where(
+                ApiKey.key_hash == hash_api_key(token.strip(), pepper(settings)),
+                ApiKey.revoked_at.is_(None),
+            )
+        )
+        if key is None:
+            return None
+        return Principal(key_id=key.id, name=key.name)
+
+
+async def _send_json(send: Send, code: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": code, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _counting_receive(receive: Receive, limit: BodyLimit) -> Receive:
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit.max_bytes:
+                raise BodyTooLargeError(limit)
+        return message
+
+    return counted
+
+
+class GuardMiddleware:
+    """Authenticate, rate-limit and bound the body of every HTTP request before the app sees it."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def _is_public(self, path: str) -> bool:
+        if path == METRICS_PATH:
+            return not self.settings.metrics_require_key
+        return path in PUBLIC_PATHS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(scope, self.settings)
+        declared = _header(scope, b"content-length")
+        principal: Principal | None = None
+        if not self._is_public(scope["path"]):
+            state: Any = scope["app"].state
+            principal = await anyio.to_thread.run_sync(
+                authenticate, state.sessions, self.settings, _header(scope, b"authorization")
+            )
+            if principal is None:
+                reason = "missing API key" if _header(scope, b"authorization") is None else "invalid API key"
+                await _send_json(send, 401, reason, {"WWW-Authenticate": "Bearer"})
+                return
+            scope.setdefault("state", {})["principal"] = principal
+        if declared is not None and declared.isdigit() and int(declared) > limit.max_bytes:
+            await _send_json(send, 413, limit.message)
+            return
+        limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
+        if principal is not None and limiter is not None:
+            decision = await anyio.to_thread.run_sync(limiter.hit, str(principal.key_id))
+            if not decision.allowed:
+                await _too_many(send, decision, "rate limit exceeded")
+                return
+        if principal is not None and limiter is not None and limit.max_bytes > self.settings.max_json_bytes:
+            await self._with_upload_slot(limiter, principal, scope, receive, send, limit)
+            return
+        await self._bounded(scope, receive, send, limit)
+
+    async def _with_upload_slot(
+        self,
+        limiter: RateLimiter,
+        principal: Principal,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limit: BodyLimit,
+    ) -> None:
+        token = uuid.uuid4().hex
+        decision = await anyio.to_thread.run_sync(limiter.acquire_upload, str(principal.key_id), token)
+        if not decision.allowed:
+            await _too_many(send, decision, "too many uploads in progress for this key")
+            return
+        try:
+            await self._bounded(scope, receive, send, limit)
+        finally:
+            await anyio.to_thread.run_sync(limiter.release_upload, str(principal.key_id), token)
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send, limit: BodyLimit) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, _counting_receive(receive, limit), tracking_send)
+        except BodyTooLargeError as exc:
+            if started:
+                raise
+            await _send_json(send, 413, exc.limit.message)
+
+
+async def _too_many(send: Send, decision: Decision, detail: str) -> None:
+    await _send_json(send, 429, detail, {"Retry-After": str(decision.retry_after_s)})
+
+
+def get_principal(request: Request) -> Principal:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # only a route the guard treats as public could get here
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+def require(scope: str) -> Callable[[Request], Principal]:
+    """A dependency that answers 403 unless the caller's key has ``scope``."""
+
+    def dependency(request: Request) -> Principal:
+        principal = get_principal(request)
+        if not principal.allows(scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {scope!r} scope")
+        return principal
+
+    return dependency
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ReadDep = Annotated[Principal, Depends(require("read"))]
+WriteDep = Annotated[Principal, Depends(require("write"))]
+BackfillDep = Annotated[Principal, Depends(require("backfill"))]
