@@ -8,9 +8,7 @@ the job's webhook. The job row is the only state: anything may crash between two
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import tempfile
 import time
 import uuid
@@ -22,17 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, tuple_
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import metrics
+from services.core import metrics, webhooks
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
-from services.core.security import sign_body
+from services.core.outbound import redact_url
 from services.core.storage import (
     ObjectAccessDeniedError,
     ObjectNotFoundError,
@@ -52,7 +49,6 @@ from workers.media.errors import MediaError, TooLargeError
 log = logging.getLogger(__name__)
 
 INFER_CHUNK = 32  # clips per classify() call: enough in flight to fill two batches of 16
-SIGNATURE_HEADER = "X-Tsmindex-Signature"
 
 
 class TransientJobError(Exception):
@@ -543,37 +539,16 @@ def _fire_webhook(ctx: PipelineContext, url: str | None, payload: dict[str, Any]
         return
     secret = ctx.settings.webhook_secret
     if secret is None:
-        log.warning("webhook %s not sent: TSMINDEX_WEBHOOK_SECRET is not set", url)
+        log.warning("webhook %s not sent: TSMINDEX_WEBHOOK_SECRET is not set", redact_url(url))
         return
-    deliver_webhook(
+    webhooks.deliver(
         url,
         payload,
         secret=secret.get_secret_value(),
+        delivery_id=f"msg_{uuid.uuid4().hex}",
+        policy=webhooks.policy_of(ctx.settings),
         attempts=ctx.settings.webhook_attempts,
-        timeout_s=ctx.settings.io_timeout_s,
     )
-
-
-def deliver_webhook(
-    url: str, payload: dict[str, Any], *, secret: str, attempts: int, timeout_s: float, backoff_s: float = 0.5
-) -> bool:
-    """POST the HMAC-signed JSON body; retries transport errors and 5xx with backoff."""
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign_body(body, secret)}
-    for attempt in range(1, attempts + 1):
-        try:
-            response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-        except httpx.HTTPError as exc:
-            log.warning("webhook %s attempt %d: %s", url, attempt, exc)
-        else:
-            if response.is_success:
-                return True
-            log.warning("webhook %s attempt %d: HTTP %d", url, attempt, response.status_code)
-            if response.status_code < 500 and response.status_code != 429:
-                return False
-        if attempt < attempts:
-            time.sleep(backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-    return False
 
 
 def build_classifier(settings: Settings) -> ClipClassifier:

@@ -7,10 +7,12 @@ import base64
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from services.api.main import create_app
 from services.core.config import Settings
 from services.core.search import Cursor
+from services.core.signing import new_secret
 from tests.platform_servers import free_port, wait_port
 
 
@@ -90,3 +92,22 @@ def test_metrics_can_have_a_loopback_port_of_their_own(settings: Settings) -> No
         assert anon.get("/metrics").status_code == 404
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert scraped.status_code == 200 and "tsmindex_queue" in scraped.text
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://127.0.0.1/x",
+        "https://[::1]/x",
+        "http://hooks.example/x",
+    ],
+)
+def test_a_webhook_url_that_delivery_would_refuse_is_422_at_submission(
+    settings: Settings, api_key: str, hook: str
+) -> None:
+    signed = settings.model_copy(update={"webhook_secret": SecretStr(new_secret())})
+    with TestClient(create_app(signed), headers={"Authorization": f"Bearer {api_key}"}) as client:
+        response = client.post("/v1/videos", json={"source_uri": "s3://fine/x.mp4", "webhook_url": hook})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "webhook_url"]

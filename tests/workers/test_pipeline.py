@@ -13,17 +13,16 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from services.core import signing
 from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
 from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
-from services.core.security import verify_signature
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
 from workers.demo import write_sample_videos
 from workers.embedded import embedded_context, index_files
 from workers.inference import TorchServeClient
 from workers.pipeline import (
-    SIGNATURE_HEADER,
     PipelineContext,
     TransientJobError,
     Window,
@@ -367,11 +366,11 @@ def test_transient_errors_retry_until_the_attempt_cap(
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[bytes, str]]] = []
+    received: ClassVar[list[tuple[bytes, dict[str, str]]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((body, self.headers[SIGNATURE_HEADER]))
+        type(self).received.append((body, dict(self.headers.items())))
         # The first delivery fails: the pipeline retries.
         self.send_response(503 if len(type(self).received) == 1 else 204)
         self.end_headers()
@@ -382,7 +381,18 @@ class _Hook(BaseHTTPRequestHandler):
 
 def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]) -> None:
     url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
-    ctx = build_context(_settings(url, tmp_path, tiny_checkpoint, webhook_secret=SecretStr("s3cret")))
+    secret = signing.new_secret()
+    ctx = build_context(
+        _settings(
+            url,
+            tmp_path,
+            tiny_checkpoint,
+            webhook_secret=SecretStr(secret),
+            # The receiver runs on loopback over plain http: allowed here only.
+            webhook_allow_http=True,
+            webhook_allow_networks=["127.0.0.1/32"],
+        )
+    )
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -393,8 +403,9 @@ def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, vi
         server.shutdown()
         ctx.close()
     assert len(_Hook.received) == 2
-    body, signature = _Hook.received[-1]
-    assert verify_signature(body, "s3cret", signature)
+    (_, first_headers), (body, headers) = _Hook.received
+    signing.verify(body, headers, secret)
+    assert first_headers["webhook-id"] == headers["webhook-id"]  # a retry is the same delivery
     payload = json.loads(body)
     assert (payload["job_id"], payload["status"], len(payload["labels"])) == (str(job_id), "succeeded", 3)
 

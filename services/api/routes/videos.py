@@ -39,7 +39,7 @@ from services.api.schemas import (
     VideoOut,
     WindowOut,
 )
-from services.core import metrics, search
+from services.core import metrics, search, webhooks
 from services.core.config import Settings
 from services.core.models import (
     IdempotencyKey,
@@ -51,6 +51,7 @@ from services.core.models import (
     WindowLabel,
     label_rows,
 )
+from services.core.outbound import redact_url
 from services.core.queue import enqueue_index_video
 from services.core.sniff import SNIFF_BYTES, looks_like_video
 from services.core.storage import (
@@ -196,14 +197,22 @@ def _parse_options(data: dict[str, Any]) -> IndexOptions:
 
 
 def _check_webhook(options: IndexOptions, settings: Settings) -> None:
-    if options.webhook_url is not None and settings.webhook_secret is None:
+    if options.webhook_url is None:
+        return
+    url = str(options.webhook_url)
+    problem = (
+        "webhooks are disabled: the server has no TSMINDEX_WEBHOOK_SECRET"
+        if settings.webhook_secret is None
+        else webhooks.precheck(url, webhooks.policy_of(settings))
+    )
+    if problem is not None:
         raise RequestValidationError(
             [
                 {
                     "type": "value_error",
                     "loc": ("body", "webhook_url"),
-                    "msg": "webhooks are disabled: the server has no TSMINDEX_WEBHOOK_SECRET",
-                    "input": str(options.webhook_url),
+                    "msg": problem,
+                    "input": redact_url(url),
                 }
             ]
         )
