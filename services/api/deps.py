@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from services.core import search
@@ -48,6 +49,13 @@ ProducerDep = Annotated[Celery, Depends(get_producer)]
 SourceS3Dep = Annotated[Any, Depends(get_source_s3)]
 
 
+def invalid_cursor(cursor: str | None) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own validation errors, as the OpenAPI description says."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", "cursor"), "msg": "invalid cursor", "input": cursor}]
+    )
+
+
 def search_params(
     label: Annotated[str, Query(min_length=1, max_length=200)],
     min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
@@ -58,7 +66,7 @@ def search_params(
     try:
         after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+        raise invalid_cursor(cursor) from exc
     return search.PageRequest(label, min_score, model_version, after, limit)
 
 

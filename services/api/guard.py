@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.schemas import ErrorOut
 from services.core.apikeys import pepper
 from services.core.config import Settings
 from services.core.models import ApiKey
@@ -241,6 +242,17 @@ def require(scope: str) -> Callable[[Request], Principal]:
 
     return dependency
 
+
+# What the guard may answer on any route behind it, for the OpenAPI description.
+GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no valid API key"},
+    403: {"model": ErrorOut, "description": "the key lacks the scope this route needs"},
+    413: {"model": ErrorOut, "description": "the request body is over its limit"},
+    429: {
+        "model": ErrorOut,
+        "description": "over the key's request rate or concurrent uploads; see Retry-After",
+    },
+}
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ReadDep = Annotated[Principal, Depends(require("read"))]

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from sqlalchemy.engine import make_url
 
-from services.api.guard import GuardMiddleware
+from services.api.guard import GUARDED_RESPONSES, GuardMiddleware
 from services.api.routes import backfills, health, jobs, labels, moments, videos
 from services.core import metrics
 from services.core.config import Mode, Settings, get_settings
@@ -89,9 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(health.router)
-    app.include_router(videos.router)
-    app.include_router(jobs.router)
-    app.include_router(labels.router)
-    app.include_router(moments.router)
-    app.include_router(backfills.router)
+    for router in (videos.router, jobs.router, labels.router, moments.router, backfills.router):
+        app.include_router(router, responses=GUARDED_RESPONSES)
     return app

@@ -53,6 +53,15 @@ class SourceRequest(IndexOptions):
     _bucket = field_validator("source_uri")(_check_bucket)
 
 
+class ErrorOut(BaseModel):
+    """Every error but a validation error (422): what went wrong, in words."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such object"}}
+
+
 class ModelRef(BaseModel):
     name: str
     version: str

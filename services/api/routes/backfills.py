@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from services.api.deps import ProducerDep, SessionDep, SettingsDep
 from services.api.guard import BackfillDep
 from services.api.schemas import (
+    NOT_FOUND,
     BackfillCountsOut,
     BackfillOut,
     BackfillRequest,
@@ -102,7 +103,7 @@ def _get(session: Session, backfill_id: uuid.UUID) -> Backfill:
     return row
 
 
-@router.get("/{backfill_id}")
+@router.get("/{backfill_id}", responses=NOT_FOUND)
 def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _caller: BackfillDep) -> BackfillOut:
     """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
     _end_read(session)
@@ -115,7 +116,7 @@ def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _caller: BackfillD
         return backfill_out(row, failures)
 
 
-@router.post("/{backfill_id}/cancel")
+@router.post("/{backfill_id}/cancel", responses=NOT_FOUND)
 def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _caller: BackfillDep) -> BackfillOut:
     """Stop listing and fail the jobs no worker has started (reason ``cancelled``)."""
     _end_read(session)

@@ -57,7 +57,7 @@ def _check_torchserve(settings: Settings) -> None:
         raise RuntimeError(f"TorchServe reports {response.text[:200]}")
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "a dependency is down: `checks` names it"}})
 async def readyz(session: SessionDep, settings: SettingsDep, response: Response) -> dict[str, Any]:
     checks: dict[str, str] = {}
 

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import Select, and_, or_, select
 
-from services.api.deps import SessionDep
+from services.api.deps import SessionDep, invalid_cursor
 from services.api.guard import ReadDep
-from services.api.schemas import JobOut, JobPage, ModelRef
+from services.api.schemas import NOT_FOUND, JobOut, JobPage, ModelRef
 from services.core import search
 from services.core.models import Job, JobStatus
 
@@ -36,7 +36,7 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
     )
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=NOT_FOUND)
 def get_job(job_id: uuid.UUID, session: SessionDep, _caller: ReadDep) -> JobOut:
     job = session.get(Job, job_id)
     if job is None:
@@ -49,7 +49,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at, job_id = search.decode_cursor(cursor, 2)
         return datetime.fromisoformat(created_at), uuid.UUID(str(job_id))
     except (ValueError, TypeError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+        raise invalid_cursor(cursor) from exc
 
 
 def jobs_query(

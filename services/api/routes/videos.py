@@ -28,6 +28,7 @@ from services.api.deps import (
 from services.api.guard import ReadDep, WriteDep
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
+    NOT_FOUND,
     IndexOptions,
     JobOut,
     LabelOut,
@@ -364,7 +365,10 @@ async def _accept_source(
         source = SourceRequest.model_validate_json(body)
     except ValidationError as exc:
         # The same "loc" as FastAPI's own body errors: ["body", field].
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        # No "input": it may be bytes that are not even UTF-8.
+        errors = [
+            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)
+        ]
         raise RequestValidationError(errors) from exc
     _check_webhook(source, settings)
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
@@ -424,7 +428,7 @@ def search_videos(session: SessionDep, _caller: ReadDep, params: SearchDep) -> S
     return SearchPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{video_id}")
+@router.get("/{video_id}", responses=NOT_FOUND)
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
@@ -482,7 +486,7 @@ def get_video(
     )
 
 
-@router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _caller: WriteDep) -> None:
     """Remove the video, its jobs and labels, and our stored copy of its bytes."""
     _end_read(session)
