@@ -245,6 +245,8 @@ def require(scope: str) -> Callable[[Request], Principal]:
 
 # What the guard may answer on any route behind it, for the OpenAPI description.
 GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    # From the HTTP server itself, before the app: e.g. a URL longer than its parser takes.
+    400: {"description": "a request the HTTP server could not parse"},
     401: {"model": ErrorOut, "description": "no valid API key"},
     403: {"model": ErrorOut, "description": "the key lacks the scope this route needs"},
     413: {"model": ErrorOut, "description": "the request body is over its limit"},
