@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.schemas import ErrorOut
-from services.core.apikeys import pepper
+from services.core import allowlist
+from services.core.apikeys import is_active, pepper
 from services.core.config import Settings
-from services.core.models import ApiKey
+from services.core.models import ApiKey, Tenant
 from services.core.ratelimit import Decision, RateLimiter
 from services.core.security import hash_api_key
 
@@ -38,20 +39,27 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect
 METRICS_PATH = "/metrics"
 
 
-# What a key may do; "admin" implies every other scope.
-SCOPES = ("read", "write", "backfill", "admin")
-
-
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller: which key, and what it may do."""
+    """The authenticated caller: which key, of which tenant, and what it may do."""
 
     key_id: uuid.UUID
     name: str
-    scopes: frozenset[str] = frozenset(SCOPES)
+    tenant_id: uuid.UUID
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        """An admin key sees and manages every tenant's objects."""
+        return "admin" in self.scopes
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return self.is_admin or scope in self.scopes
+
+    @property
+    def sees(self) -> uuid.UUID | None:
+        """The tenant whose objects this caller sees; None: every tenant's (admin)."""
+        return None if self.is_admin else self.tenant_id
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,8 @@ def _is_multipart(scope: Scope) -> bool:
 def authenticate(
     sessions: sessionmaker[Session], settings: Settings, authorization: str | None
 ) -> Principal | None:
-    """The key's principal, or None for a missing, unknown, revoked or expired key."""
+    """The key's principal, or None for a missing, unknown, revoked or expired key (a rotated key
+    works until its grace period ends)."""
     if authorization is None:
         return None
     scheme, _, token = authorization.partition(" ")
@@ -107,14 +116,11 @@ def authenticate(
         return None
     with sessions() as session:
         key = session.scalar(
-            select(ApiKey).where(
-                ApiKey.key_hash == hash_api_key(token.strip(), pepper(settings)),
-                ApiKey.revoked_at.is_(None),
-            )
+            select(ApiKey).where(ApiKey.key_hash == hash_api_key(token.strip(), pepper(settings)))
         )
-        if key is None:
+        if key is None or not is_active(key):
             return None
-        return Principal(key_id=key.id, name=key.name)
+        return Principal(key_id=key.id, name=key.name, tenant_id=key.tenant_id, scopes=frozenset(key.scopes))
 
 
 async def _send_json(send: Send, code: int, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -243,6 +249,19 @@ def require(scope: str) -> Callable[[Request], Principal]:
     return dependency
 
 
+def check_allowed(session: Session, settings: Settings, caller: Principal, *uris: str | None) -> None:
+    """403, one message whether or not the object exists, unless the caller's tenant may use every
+    one of ``uris`` (S3 sources, prefixes and outputs)."""
+    tenant = session.get(Tenant, caller.tenant_id)
+    for uri in uris:
+        if uri is None:
+            continue
+        try:
+            allowlist.check(uri, tenant, settings)
+        except allowlist.OutsideAllowListError as exc:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+
+
 # What the guard may answer on any route behind it, for the OpenAPI description.
 GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
     # From the HTTP server itself, before the app: e.g. a URL longer than its parser takes.
@@ -260,3 +279,4 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ReadDep = Annotated[Principal, Depends(require("read"))]
 WriteDep = Annotated[Principal, Depends(require("write"))]
 BackfillDep = Annotated[Principal, Depends(require("backfill"))]
+AdminDep = Annotated[Principal, Depends(require("admin"))]

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.config import Settings
 from services.core.models import (
+    DEFAULT_TENANT_ID,
     Backfill,
     Job,
     JobStatus,
@@ -165,11 +166,13 @@ def create_backfill(
     filters: BackfillFilters,
     options: dict[str, Any] | None = None,
     output_uri: str | None = None,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> Backfill:
     bucket, prefix = parse_prefix_uri(source_uri)
     if output_uri is not None:
         parse_prefix_uri(output_uri)
     backfill = Backfill(
+        tenant_id=tenant_id,
         source_uri=f"s3://{bucket}/{prefix}",
         status=BackfillStatus.listing,
         bucket=bucket,
@@ -521,6 +524,7 @@ def _register(
             [
                 {
                     "id": uuid.uuid4(),
+                    "tenant_id": backfill.tenant_id,
                     "source_uri": uris[o.key],
                     "filename": posixpath.basename(o.key),
                     "size_bytes": o.size,
@@ -529,10 +533,14 @@ def _register(
                 for o in objects
             ]
         )
-        .on_conflict_do_nothing(index_elements=["source_uri"])
+        .on_conflict_do_nothing(index_elements=["tenant_id", "source_uri"])
     )
     video_ids = dict(
-        session.execute(select(Video.source_uri, Video.id).where(Video.source_uri.in_(uris.values())))
+        session.execute(
+            select(Video.source_uri, Video.id).where(
+                Video.tenant_id == backfill.tenant_id, Video.source_uri.in_(uris.values())
+            )
+        )
         .tuples()
         .all()
     )
@@ -543,6 +551,7 @@ def _register(
                 [
                     {
                         "id": uuid.uuid4(),
+                        "tenant_id": backfill.tenant_id,
                         "video_id": video_ids[uris[o.key]],
                         "model_name": backfill.model_name,
                         "model_version": backfill.model_version,
@@ -585,6 +594,7 @@ def _register(
         .values(
             [
                 {
+                    "tenant_id": backfill.tenant_id,
                     "bucket": backfill.bucket,
                     "key": o.key,
                     "etag": o.etag,
@@ -600,7 +610,9 @@ def _register(
                 for o in objects
             ]
         )
-        .on_conflict_do_nothing(index_elements=["bucket", "key", "etag", "model_name", "model_version"])
+        .on_conflict_do_nothing(
+            index_elements=["tenant_id", "bucket", "key", "etag", "model_name", "model_version"]
+        )
         .returning(SourceObject.id, SourceObject.key, SourceObject.job_id)
     ).all()
     return sorted(

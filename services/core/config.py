@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_addressing_style: str = "auto"  # "auto" | "path" (MinIO, Ceph) | "virtual"
+    # Where tenants may point sources, backfills and outputs ("bucket/key-glob"; see allowlist.py):
+    # the default of tenants without a list of their own. None: every bucket.
+    s3_allow: list[str] | None = None
     # Bulk S3 backfill: listing page size, and the broker queue length at which listing waits.
     backfill_page_size: int = 1000
     backfill_max_queued: int = 1000

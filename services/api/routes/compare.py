@@ -79,7 +79,7 @@ def comparison_out(result: Comparison, limit: int) -> ComparisonOut:
 @router.get("")
 def compare(
     session: SessionDep,
-    _caller: ReadDep,
+    caller: ReadDep,
     a: Annotated[str, Query(max_length=401, description="NAME:VERSION, e.g. tsm:1")],
     b: Annotated[str, Query(max_length=401, description="NAME:VERSION, e.g. tsm:2")],
     video_id: Annotated[list[uuid.UUID] | None, Query(max_length=1000, description="only these")] = None,
@@ -88,5 +88,7 @@ def compare(
     """What changed from version `a` to `b` over the videos both indexed (or the `video_id`s given):
     top-1 agreement and mean Jaccard of the label sets, and per changed video the labels gained and
     lost and the moments that moved, appeared or vanished."""
-    result = compare_versions(session, a=_version(a, "a"), b=_version(b, "b"), video_ids=video_id)
+    result = compare_versions(
+        session, a=_version(a, "a"), b=_version(b, "b"), video_ids=video_id, tenant_id=caller.sees
+    )
     return comparison_out(result, limit)

@@ -8,15 +8,18 @@ from services.api.deps import SearchDep, SessionDep
 from services.api.guard import ReadDep
 from services.api.schemas import ModelRef, MomentHit, MomentPage
 from services.core import search
+from services.core.models import Video
+from services.core.tenancy import scoped
 
 router = APIRouter(prefix="/v1/moments", tags=["search"])
 
 
 @router.get("")
-def search_moments(session: SessionDep, _caller: ReadDep, params: SearchDep) -> MomentPage:
+def search_moments(session: SessionDep, caller: ReadDep, params: SearchDep) -> MomentPage:
     """Where `label` happens: runs of consecutive windows that each have it among their top labels
     (the job's `top_k`), ranked by their best window's score, with start and end (ms)."""
-    rows, next_cursor = search.split_page(session.execute(search.moment_hits(params)).all(), params)
+    query = scoped(search.moment_hits(params), Video.tenant_id, caller.sees)
+    rows, next_cursor = search.split_page(session.execute(query).all(), params)
     items = [
         MomentHit(
             video_id=video.id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from services.api.deps import (
     SourceS3Dep,
     StorageDep,
 )
-from services.api.guard import ReadDep, WriteDep
+from services.api.guard import Principal, ReadDep, WriteDep, check_allowed
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
     NOT_FOUND,
@@ -64,6 +66,7 @@ from services.core.storage import (
     parse_s3_uri,
     s3_object_version,
 )
+from services.core.tenancy import get_owned, scoped
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -110,7 +113,7 @@ def _register(
     session: Session,
     settings: Settings,
     *,
-    api_key_id: uuid.UUID,
+    caller: Principal,
     idempotency_key: str | None,
     options: IndexOptions,
     sha256: str | None = None,
@@ -125,17 +128,22 @@ def _register(
 
     A job that failed, or whose S3 source has changed (another ETag) since it was indexed, is queued
     again; one that never started is sent again."""
+    fingerprint = request_fingerprint(sha256 or source_uri or "", options)
     for attempt in range(2):
         _end_read(session)
         try:
             with session.begin():
-                if sha256 is not None:
-                    video = session.scalar(select(Video).where(Video.sha256 == sha256))
-                else:
-                    video = session.scalar(select(Video).where(Video.source_uri == source_uri))
+                if idempotency_key is not None:
+                    known = session.get(IdempotencyKey, (caller.key_id, idempotency_key))
+                    if known is not None:
+                        return _replay(session, known, fingerprint, storage_key)
+                # Content is deduplicated per tenant: another tenant's copy is not this one's.
+                same = Video.sha256 == sha256 if sha256 is not None else Video.source_uri == source_uri
+                video = session.scalar(select(Video).where(Video.tenant_id == caller.tenant_id, same))
                 duplicate = video is not None
                 if video is None:
                     video = Video(
+                        tenant_id=caller.tenant_id,
                         sha256=sha256,
                         storage_key=storage_key,
                         source_uri=source_uri,
@@ -155,6 +163,7 @@ def _register(
                 enqueue = False
                 if job is None:
                     job = Job(
+                        tenant_id=caller.tenant_id,
                         video_id=video.id,
                         model_name=settings.model_name,
                         model_version=settings.model_version,
@@ -180,7 +189,14 @@ def _register(
                     # Never picked up: its message may have been lost before it reached the broker.
                     enqueue = True
                 if idempotency_key is not None:
-                    session.add(IdempotencyKey(api_key_id=api_key_id, key=idempotency_key, job_id=job.id))
+                    session.add(
+                        IdempotencyKey(
+                            api_key_id=caller.key_id,
+                            key=idempotency_key,
+                            fingerprint=fingerprint,
+                            job_id=job.id,
+                        )
+                    )
                 orphan = storage_key if duplicate and video.storage_key != storage_key else None
                 return Registration(job=job, duplicate=duplicate, enqueue=enqueue, orphan_key=orphan)
         except IntegrityError:
@@ -188,6 +204,32 @@ def _register(
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def request_fingerprint(content: str, options: IndexOptions) -> str:
+    """What an idempotency key is bound to: the bytes' digest (or the source URI) and the options."""
+    canonical = json.dumps({"content": content, "options": options.to_job_options()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(
+    session: Session, known: IdempotencyKey, fingerprint: str, storage_key: str | None
+) -> Registration:
+    if known.fingerprint is not None and known.fingerprint != fingerprint:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("header", "idempotency-key"),
+                    "msg": "this Idempotency-Key was used with a different request",
+                    "input": known.key,
+                }
+            ]
+        )
+    job = session.get_one(Job, known.job_id)
+    video = session.get_one(Video, job.video_id)
+    orphan = storage_key if storage_key is not None and storage_key != video.storage_key else None
+    return Registration(job=job, duplicate=True, enqueue=False, orphan_key=orphan)
 
 
 def _parse_options(data: dict[str, Any]) -> IndexOptions:
@@ -242,22 +284,15 @@ async def create_video(
     caller: WriteDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
-    """Submit a video: a multipart `file` upload, or JSON `{"source_uri": "s3://bucket/key"}`."""
-    if idempotency_key is not None:
-        known = await run_in_threadpool(session.get, IdempotencyKey, (caller.key_id, idempotency_key))
-        if known is not None:
-            job = await run_in_threadpool(session.get_one, Job, known.job_id)
-            response.status_code = status.HTTP_200_OK
-            response.headers["Location"] = f"/v1/jobs/{job.id}"
-            return job_out(job, duplicate=True)
+    """Submit a video: a multipart `file` upload, or JSON `{"source_uri": "s3://bucket/key"}`.
 
+    An `Idempotency-Key` answers its first job again for the same request (same bytes or source,
+    same options) and 422 for a different one."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        registration = await _accept_upload(
-            request, session, settings, storage, caller.key_id, idempotency_key
-        )
+        registration = await _accept_upload(request, session, settings, storage, caller, idempotency_key)
     elif content_type.startswith("application/json"):
-        registration = await _accept_source(request, session, settings, s3, caller.key_id, idempotency_key)
+        registration = await _accept_source(request, session, settings, s3, caller, idempotency_key)
     else:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -293,7 +328,7 @@ async def _accept_upload(
     session: Session,
     settings: Settings,
     storage: StorageDep,
-    api_key_id: uuid.UUID,
+    caller: Principal,
     idempotency_key: str | None,
 ) -> Registration:
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
@@ -335,7 +370,7 @@ async def _accept_upload(
                 lambda: _register(
                     session,
                     settings,
-                    api_key_id=api_key_id,
+                    caller=caller,
                     idempotency_key=idempotency_key,
                     options=options,
                     sha256=stored.sha256,
@@ -357,7 +392,7 @@ async def _accept_source(
     session: Session,
     settings: Settings,
     s3: Any,
-    api_key_id: uuid.UUID,
+    caller: Principal,
     idempotency_key: str | None,
 ) -> Registration:
     body = await request.body()  # at most max_json_bytes: the guard counts it as it streams
@@ -371,12 +406,14 @@ async def _accept_source(
         ]
         raise RequestValidationError(errors) from exc
     _check_webhook(source, settings)
+    # Before any S3 call: a refusal says nothing about whether the object exists.
+    await run_in_threadpool(lambda: check_allowed(session, settings, caller, source.source_uri))
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
     return await run_in_threadpool(
         lambda: _register(
             session,
             settings,
-            api_key_id=api_key_id,
+            caller=caller,
             idempotency_key=idempotency_key,
             options=source,
             source_uri=source.source_uri,
@@ -410,10 +447,11 @@ def _source_version(s3: Any, uri: str) -> ObjectVersion:
 
 
 @router.get("")
-def search_videos(session: SessionDep, _caller: ReadDep, params: SearchDep) -> SearchPage:
+def search_videos(session: SessionDep, caller: ReadDep, params: SearchDep) -> SearchPage:
     """Videos whose video-level label `label` scores at least `min_score`, best first.
     `GET /v1/moments` answers the same per time window."""
-    rows, next_cursor = search.split_page(session.execute(search.video_hits(params)).all(), params)
+    query = scoped(search.video_hits(params), Video.tenant_id, caller.sees)
+    rows, next_cursor = search.split_page(session.execute(query).all(), params)
     items = [
         SearchHit(
             video_id=video.id,
@@ -432,11 +470,11 @@ def search_videos(session: SessionDep, _caller: ReadDep, params: SearchDep) -> S
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
-    _caller: ReadDep,
+    caller: ReadDep,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VideoOut:
     """Metadata, video-level labels and the per-window timeline (latest indexed model by default)."""
-    video = session.get(Video, video_id)
+    video = get_owned(session, Video, video_id, caller.sees)
     if video is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
     jobs = session.scalars(select(Job).where(Job.video_id == video_id).order_by(Job.created_at.desc())).all()
@@ -487,11 +525,11 @@ def get_video(
 
 
 @router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _caller: WriteDep) -> None:
+def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, caller: WriteDep) -> None:
     """Remove the video, its jobs and labels, and our stored copy of its bytes."""
     _end_read(session)
     with session.begin():
-        video = session.get(Video, video_id)
+        video = get_owned(session, Video, video_id, caller.sees)
         if video is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
         storage_key = video.storage_key
