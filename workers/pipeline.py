@@ -537,14 +537,15 @@ def _webhook_payload(job: Job, labels: Sequence[dict[str, Any]]) -> dict[str, An
 def _fire_webhook(ctx: PipelineContext, url: str | None, payload: dict[str, Any]) -> None:
     if not url or not payload:
         return
-    secret = ctx.settings.webhook_secret
+    with ctx.sessions() as session:
+        secret = webhooks.secret_for(session, uuid.UUID(payload["job_id"]), ctx.settings)
     if secret is None:
         log.warning("webhook %s not sent: TSMINDEX_WEBHOOK_SECRET is not set", redact_url(url))
         return
     webhooks.deliver(
         url,
         payload,
-        secret=secret.get_secret_value(),
+        secret=secret,
         delivery_id=f"msg_{uuid.uuid4().hex}",
         policy=webhooks.policy_of(ctx.settings),
         attempts=ctx.settings.webhook_attempts,

@@ -246,6 +246,7 @@ def require(scope: str) -> Callable[[Request], Principal]:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {scope!r} scope")
         return principal
 
+    dependency.scope = scope  # type: ignore[attr-defined]  # read by the route-enumerating test
     return dependency
 
 

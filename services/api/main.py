@@ -12,7 +12,7 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy.engine import make_url
 
 from services.api.guard import GUARDED_RESPONSES, GuardMiddleware
-from services.api.routes import backfills, compare, health, jobs, labels, moments, videos
+from services.api.routes import admin, backfills, compare, health, jobs, labels, moments, tenant, videos
 from services.core import metrics
 from services.core.config import Mode, Settings, get_settings
 from services.core.db import create_db_engine, session_factory, upgrade_database
@@ -89,7 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(health.router)
-    routers = (videos.router, jobs.router, labels.router, moments.router, backfills.router, compare.router)
+    routers = (
+        videos.router,
+        jobs.router,
+        labels.router,
+        moments.router,
+        backfills.router,
+        compare.router,
+        admin.router,
+        tenant.router,
+    )
     for router in routers:
         app.include_router(router, responses=GUARDED_RESPONSES)
     return app

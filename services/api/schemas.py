@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
@@ -262,3 +262,59 @@ class ComparisonOut(BaseModel):
     moments_moved: int
     changed: int = Field(description="compared videos with any difference")
     videos: list[VideoChangeOut] = Field(description="the first `limit` changed videos")
+
+
+Scope = Literal["read", "write", "backfill", "admin"]
+DEFAULT_KEY_SCOPES: tuple[Scope, ...] = ("read", "write", "backfill")
+
+
+class KeyOut(BaseModel):
+    """An API key as an administrator sees it (never the key itself)."""
+
+    id: uuid.UUID
+    prefix: str
+    name: str
+    tenant: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    replaced_by: uuid.UUID | None
+    active: bool
+
+
+class KeysOut(BaseModel):
+    items: list[KeyOut]
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="the key itself: shown this once, stored only as a keyed hash")
+
+
+class KeyRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    tenant: str | None = Field(default=None, max_length=200, description="an existing tenant (default: NAME)")
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_KEY_SCOPES), min_length=1, max_length=4)
+    expires_at: datetime | None = None
+
+
+class RotateRequest(BaseModel):
+    grace_s: float = Field(
+        default=86400.0, ge=0, le=90 * 86400, description="how long the old key still works"
+    )
+
+
+class TenantOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    s3_allow: list[str] | None = Field(description="bucket/key-glob patterns; null: the deployment default")
+
+
+class AllowListRequest(BaseModel):
+    s3_allow: list[Annotated[str, Field(min_length=1, max_length=1100)]] | None = Field(
+        default=None, max_length=1000, description="null or absent: back to the deployment default"
+    )
+
+
+class OwnTenantOut(TenantOut):
+    webhook_secret: str | None = Field(description="verifies this tenant's webhooks (whsec_...)")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from services.core.config import Settings
 from services.core.models import ApiKey, Tenant
 from services.core.security import generate_api_key, hash_api_key
+from services.core.signing import new_secret
 
 SCOPES = ("read", "write", "backfill", "admin")  # "admin" implies every other scope
 DEFAULT_SCOPES = ("read", "write", "backfill")
@@ -63,7 +64,8 @@ def create_api_key(
     """A new key (and its clear text) in ``tenant``, else in the tenant called ``name`` (created
     when there is none)."""
     if tenant is None:
-        tenant = tenant_named(session, name) or Tenant(name=name)
+        # A new tenant gets its own webhook secret: one tenant's receivers cannot forge another's.
+        tenant = tenant_named(session, name) or Tenant(name=name, webhook_secret=new_secret())
         session.add(tenant)
         session.flush()
     key = generate_api_key()

@@ -12,11 +12,16 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from services.core.config import Settings
+from services.core.models import Job, Tenant
 from services.core.outbound import (
     DeadlineExceededError,
     OutboundPolicy,
@@ -46,6 +51,16 @@ def policy_of(settings: Settings) -> OutboundPolicy:
         allow_http=settings.webhook_allow_http,
         allow_networks=settings.webhook_allow_networks,
     )
+
+
+def secret_for(session: Session, job_id: uuid.UUID, settings: Settings) -> str | None:
+    """The secret that signs a job's webhooks: its tenant's own, else the deployment's."""
+    own = session.scalar(
+        select(Tenant.webhook_secret).join(Job, Job.tenant_id == Tenant.id).where(Job.id == job_id)
+    )
+    if own:
+        return own
+    return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
 
 def precheck(url: str, policy: OutboundPolicy) -> str | None:
