@@ -30,8 +30,8 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from services.core import backfill as backfills
-from services.core.backfill import BackfillCounts
+from services.core import backfills
+from services.core.backfills import BackfillCounts
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel
 from services.core.queue import INDEX_QUEUE

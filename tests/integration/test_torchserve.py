@@ -10,8 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
+from services.core.indexing.errors import InferenceError
 from tests.torchserve_server import BATCH_SIZE, ServedModel
-from workers.inference import InferenceError, InProcessEngine, TorchServeClient, encode_clip, read_key_file
+from workers.inference import InProcessEngine, TorchServeClient, encode_clip, read_key_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,7 +126,7 @@ def test_client_raises_a_permanent_error_for_a_rejected_clip(torchserve: ServedM
     with TorchServeClient(torchserve.settings) as client, pytest.raises(InferenceError) as raised:
         client.classify(clips)
     error = raised.value
-    assert (error.permanent, error.status, error.reason, error.clip_index) == (True, 422, "bad_dtype", 1)
+    assert (error.retryable, error.status, error.code, error.clip_index) == (False, 422, "bad_dtype", 1)
 
 
 def test_client_rereads_the_key_file_when_its_token_is_refused(torchserve: ServedModel) -> None:

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import backfill as backfills
-from services.core.backfill import (
+from services.core import backfills
+from services.core.backfills import (
     BackfillCounts,
     BackfillFilters,
     BackfillRunner,
