@@ -39,6 +39,7 @@ class IndexedVideo:
     duration_s: float | None
     windows: int
     labels: list[tuple[str, float]]
+    shortfall_frames: int | None = None  # chosen frames that did not decode (a damaged file)
 
 
 def submit_file(
@@ -112,6 +113,7 @@ def describe(ctx: PipelineContext, path: Path, job_id: uuid.UUID, *, skipped: bo
             duration_s=video.duration_s,
             windows=len(windows),
             labels=[(label, score) for label, score in labels],
+            shortfall_frames=job.shortfall_frames,
         )
 
 

@@ -21,12 +21,14 @@ from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel
 from services.core.security import verify_signature
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
+from tests.workers.media.videos import make_video, zero_packet
 from workers.demo import write_sample_videos
 from workers.embedded import embedded_context, index_files
 from workers.indexing.context import PipelineContext, build_context
 from workers.indexing.labels import Window, aggregate, label_segments
 from workers.indexing.run import run_job as index_video
 from workers.inference import TorchServeClient
+from workers.media.corpus import DERIVATIONS
 
 WINDOW_S = 4.0
 
@@ -250,6 +252,30 @@ def test_corrupt_video_fails_with_its_reason_and_the_next_job_runs(
     assert (job.status, job.reason, job.attempts) == ("failed", "corrupt", 1)
     assert job.detail and labels == []
     assert index_video(_submit(ctx, videos[1]), ctx).status == "succeeded"
+
+
+def test_a_damaged_frame_is_recorded_and_too_many_fail_the_job_as_corrupt(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    source = make_video(tmp_path / "source.mp4", frames=60, size=(96, 64))
+    mjpeg = tmp_path / "clip.avi"
+    DERIVATIONS["mjpeg-avi"](source, mjpeg)  # 10 fps, every frame a keyframe
+    damaged = zero_packet(mjpeg, tmp_path / "damaged.avi", frame=5)
+    outcomes = []
+    for limit in (0.25, 0.05):  # 1 of 16 sampled frames is lost: 6 %
+        url = _migrated(f"sqlite:///{tmp_path / f'{limit}.db'}")
+        ctx = build_context(_settings(url, tmp_path, tiny_checkpoint, max_shortfall_fraction=limit))
+        job_id = _submit(ctx, damaged, window_s=3.0)
+        result = index_video(job_id, ctx)
+        job = _rows(ctx, job_id)[0]
+        outcomes.append(
+            (result.status, result.reason, job.sampling, job.shortfall_frames, job.shortfall_windows)
+        )
+        ctx.close()
+    assert outcomes == [
+        ("succeeded", None, "exact", 1, [0]),
+        ("failed", "corrupt", None, None, None),
+    ]
 
 
 def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) -> None:

@@ -97,6 +97,8 @@ def _results_table(results: list[IndexedVideo], top: int) -> Table:
         )
         if r.skipped:
             status += " (already indexed)"
+        if r.shortfall_frames:
+            status += f" [yellow]{r.shortfall_frames} frames did not decode[/yellow]"
         labels = ", ".join(f"{label} {score:.3f}" for label, score in r.labels[:top])
         duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
         table.add_row(r.path.name, status, duration, str(r.windows), labels)
@@ -111,13 +113,25 @@ def index_cmd(
     window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
     top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
     min_score: Annotated[float | None, typer.Option(help="drop labels scoring less")] = None,
+    sampling: Annotated[
+        str | None, typer.Option(help="exact (segment centres) or keyframe (default TSMINDEX_SAMPLING)")
+    ] = None,
 ) -> None:
     """Index local videos in this process (SQLite, local storage, in-process inference).
 
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
     Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`)."""
-    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
-    results = _run_index(paths, resolve_model_path(checkpoint, model), options)
+    from pydantic import ValidationError
+
+    from services.core.indexing.options import IndexOptions
+
+    given = {"window_s": window_s, "top_k": top_k, "min_score": min_score, "sampling": sampling}
+    try:
+        options = IndexOptions.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    results = _run_index(paths, resolve_model_path(checkpoint, model), options.to_job_options())
     console.print(_results_table(results, top=5))
     if any(r.status != "succeeded" for r in results):
         raise typer.Exit(1)
@@ -188,6 +202,31 @@ def api_cmd(
         workers=workers,
         proxy_headers=True,
     )
+
+
+@app.command("reaper")
+def reaper_cmd(
+    once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
+) -> None:
+    """Recover jobs without a human: re-queue jobs whose worker died, re-send lost messages, resume
+    stuck backfills, deliver webhooks. Every worker runs this loop too; one runs at a time."""
+    import time
+
+    from services.core.queue import create_producer
+    from workers.reaping import reaper_pass
+
+    settings = _settings()
+    producer = create_producer(settings)
+    reap = reaper_pass(settings, producer=producer)
+    try:
+        while True:
+            report = reap()
+            console.print(report if report is not None else "another reaper holds the lock")
+            if once:
+                return
+            time.sleep(settings.reaper_interval_s)
+    finally:
+        producer.close()
 
 
 @app.command("worker")
