@@ -38,6 +38,7 @@ class RunOutcome(StrEnum):
     listed = "listed"  # every object has a job or a reason to be skipped
     throttled = "throttled"  # the queue is at its cap; run again later (non-blocking runs)
     busy = "busy"  # another runner holds this backfill
+    unavailable = "unavailable"  # S3, the database or the broker is away; run again later
     stopped = "stopped"  # cancelled, failed or already done
 
 

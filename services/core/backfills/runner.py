@@ -10,6 +10,7 @@ commit and marked sent (a duplicate message is harmless; an unsent job is sent b
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import time
 import uuid
@@ -37,7 +38,10 @@ from services.core.backfills.status import counts_of, finished_jobs, refresh
 from services.core.config import Settings
 from services.core.db import dialect_insert
 from services.core.indexing import jobs
+from services.core.indexing.errors import reason_for
 from services.core.models import Backfill, Job, JobStatus, SourceObject
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -270,7 +274,14 @@ def _register(
 def advance(runner: BackfillRunner, backfill_id: uuid.UUID) -> tuple[str, bool]:
     """One non-blocking step of a backfill in a worker: list as far as the queue cap allows, then
     export the results once every job has finished. Returns what happened and whether to come back."""
-    outcome = runner.run(backfill_id, block=False)
+    try:
+        outcome = runner.run(backfill_id, block=False)
+    except Exception as exc:
+        if not reason_for(exc).retryable:
+            raise
+        # An outage: the listing resumes from its cursor when this step comes back.
+        log.warning("backfill %s waits: %s: %s", backfill_id, reason_for(exc), exc)
+        return str(RunOutcome.unavailable), True
     if outcome in (RunOutcome.throttled, RunOutcome.busy):
         return str(outcome), True
     with runner.sessions.begin() as session:

@@ -476,7 +476,8 @@ def defer(
     if count_attempt:
         job.attempts += 1
         if job.attempts >= settings.job_max_attempts:
-            _finish(session, job, reason, f"{detail} (after {job.attempts} attempts)")
+            # Run after run fails the same way: that is no longer an outage.
+            _finish(session, job, FailureReason.too_many_attempts, f"{reason} {job.attempts} times: {detail}")
             return job
     if job.deadline_at is None:
         job.deadline_at = now + timedelta(seconds=settings.job_deadline_s)

@@ -147,7 +147,8 @@ def test_a_time_limit_defers_and_counts_an_attempt_up_to_the_cap(
         with sessions.begin() as session:
             session.get_one(Job, job_id).next_attempt_at = None
     job = _job(sessions, job_id)
-    assert (job.reason, job.attempts) == ("time_limit", settings.job_max_attempts)
+    assert (job.reason, job.attempts) == ("too_many_attempts", settings.job_max_attempts)
+    assert job.detail == f"time_limit {settings.job_max_attempts} times: soft time limit"
 
 
 def test_succeed_and_fail_write_one_webhook_per_outcome(
