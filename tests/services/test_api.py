@@ -197,6 +197,62 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(
     assert _bucket_keys(settings) == []
 
 
+def test_no_database_connection_is_held_while_an_upload_streams(
+    settings: Settings, api_key: str, tmp_path: Path
+) -> None:
+    """A slow client used to hold a pooled connection (the key lookup's transaction) for as long as
+    its body streamed, so 10 slow uploads exhausted the pool and everything else answered 500."""
+    data = make_video(tmp_path / "slow.mp4", frames=24, size=(96, 64)).read_bytes()
+    boundary = "tsmindex-slow-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
+    parts = [
+        head,
+        *(data[i : i + 4096] for i in range(0, len(data), 4096)),
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+    one = settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
+    checked_out: list[int] = []
+    sent: list[dict[str, Any]] = []
+    with TestClient(create_app(one)) as client:
+        pool = client.app.state.sessions.kw["bind"].pool  # type: ignore[attr-defined]
+
+        async def receive() -> dict[str, Any]:
+            checked_out.append(pool.checkedout())  # while the body streams
+            await asyncio.sleep(0)
+            part = parts.pop(0)
+            return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/videos",
+            "raw_path": b"/v1/videos",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"authorization", f"Bearer {api_key}".encode()),
+                (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+            "state": {},
+        }
+        asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 202
+    assert len(checked_out) > 3 and set(checked_out) == {0}
+
+
 def _s3(settings: Settings) -> Any:
     return moto_client(settings.s3_endpoint_url or "")
 
