@@ -140,7 +140,7 @@ def _record_failure(ctx: PipelineContext, job: JobSnapshot, exc: Exception) -> J
         return _current(ctx, job.job_id)
     log.info("job %s %s: %s (%s)", job.job_id, result.status, reason, detail)
     if result.status == JobStatus.failed:
-        _count_outcome(result.reason)
+        metrics.VIDEOS_INDEXED.labels("failed").inc()
     if reason is FailureReason.internal_error:
         raise exc  # a defect: recorded on the job, and loud in the worker's log
     return result
