@@ -202,7 +202,7 @@ def test_no_database_connection_is_held_while_an_upload_streams(
 ) -> None:
     """A slow client used to hold a pooled connection (the key lookup's transaction) for as long as
     its body streamed, so 10 slow uploads exhausted the pool and everything else answered 500."""
-    data = make_video(tmp_path / "slow.mp4", frames=24, size=(96, 64)).read_bytes()
+    data = make_video(tmp_path / "slow.mp4", frames=27, size=(96, 64)).read_bytes()
     boundary = "tsmindex-slow-boundary"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.mp4"\r\n'
