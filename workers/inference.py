@@ -186,12 +186,25 @@ class TorchServeClient:
             time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: retries from many threads spread out
 
     def ping(self) -> bool:
-        """Whether the server answers its health check (the breaker's probe)."""
+        """Whether the server answers its health check (the breaker's probe). TorchServe with token
+        authorization refuses a ``/ping`` without the inference key, so the probe carries it, and
+        reads the key file again once when refused (a restarted server has new keys)."""
         url = f"{self.settings.torchserve_inference_url.rstrip('/')}/ping"
-        try:
-            return self._http.get(url, timeout=self.settings.torchserve_connect_timeout_s).is_success
-        except httpx.HTTPError:
-            return False
+        timeout = self.settings.torchserve_connect_timeout_s
+        for reread in (False, True):
+            if reread:
+                self._reload_token()
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            try:
+                response = self._http.get(url, headers=headers, timeout=timeout)
+            except httpx.HTTPError:
+                return False
+            if response.is_success:
+                return True
+            refused = response.status_code == 400 and TOKEN_REFUSED_TEXT in response.text
+            if not refused or self.settings.torchserve_key_file is None:
+                return False
+        return False
 
     def _load_token(self) -> str | None:
         s = self.settings

@@ -137,3 +137,17 @@ def test_client_rereads_the_key_file_when_its_token_is_refused(torchserve: Serve
         [prediction] = client.classify(_clips(1, torchserve.clip_shape, seed=6))
         assert client._token == key
     assert prediction.model_name == torchserve.card_name
+
+
+def test_ping_answers_with_the_token_and_after_new_keys(torchserve: ServedModel) -> None:
+    # TorchServe refuses /ping without the key: a probe without it would keep the breaker open.
+    assert torchserve.settings.torchserve_key_file is not None
+    key = json.loads(torchserve.settings.torchserve_key_file.read_text())["inference"]["key"]
+    with TorchServeClient(torchserve.settings) as client:
+        assert client.ping() is True
+        client._token = "stale"  # as after a server restart with new keys
+        assert client.ping() is True
+        assert client._token == key
+    unreachable = torchserve.settings.model_copy(update={"torchserve_inference_url": "http://127.0.0.1:1"})
+    with TorchServeClient(unreachable) as client:
+        assert client.ping() is False
