@@ -20,6 +20,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     serving,
     status,
     training,
+    versions,
     watch,
 )
 from workers.cli.app import app, bench_app, main
