@@ -13,6 +13,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     bench_sampling,
     compare,
     corpus,
+    curate,
     export,
     jobs,
     models,
