@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
-from services.api.routes import backfills, health, jobs, labels, moments, uploads, videos
+from services.api.routes import backfills, compare, health, jobs, labels, moments, uploads, videos
 from services.core import metrics
 from services.core.config import Settings, get_settings
 from services.core.db import db_engine, session_factory, upgrade_database
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(labels.router)
     app.include_router(moments.router)
     app.include_router(backfills.router)
+    app.include_router(compare.router)
     for error in (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,

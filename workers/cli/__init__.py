@@ -11,13 +11,17 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     bench_model,
     bench_online,
     bench_sampling,
+    compare,
     corpus,
+    curate,
     export,
+    jobs,
     models,
     platform,
     serving,
     status,
     training,
+    versions,
     watch,
 )
 from workers.cli.app import app, bench_app, main

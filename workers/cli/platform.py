@@ -13,9 +13,12 @@ from rich.table import Table
 
 from workers.cli.app import app
 from workers.cli.models import ModelOpt, resolve_model_path
+from workers.cli.remote import jobs_table, remote_client, remote_labels, search_rows, upload_and_wait
 
 if TYPE_CHECKING:
+    from services.client import TsmindexClient
     from services.core.config import Settings
+    from services.core.indexing.options import IndexOptions
     from workers.embedded import IndexedVideo
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -116,11 +119,13 @@ def index_cmd(
     sampling: Annotated[
         str | None, typer.Option(help="exact (segment centres) or keyframe (default TSMINDEX_SAMPLING)")
     ] = None,
+    wait: Annotated[bool, typer.Option(help="with --api: follow the jobs until they end")] = True,
 ) -> None:
     """Index local videos in this process (SQLite, local storage, in-process inference).
 
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
-    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`)."""
+    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`).
+    With --api URL: upload them to that platform instead, which indexes them with its served model."""
     from pydantic import ValidationError
 
     from services.core.indexing.options import IndexOptions
@@ -131,6 +136,14 @@ def index_cmd(
     except ValidationError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    if (client := remote_client()) is not None:
+        if checkpoint is not None or model is not None:
+            console.print(
+                "[red]--api: the platform indexes with the model it serves; drop --checkpoint/--model"
+            )
+            raise typer.Exit(2)
+        _index_remote(client, paths, options, wait=wait)
+        return
     results = _run_index(paths, resolve_model_path(checkpoint, model), options.to_job_options())
     console.print(_results_table(results, top=5))
     if any(r.status != "succeeded" for r in results):
@@ -145,16 +158,12 @@ def search_cmd(
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
 ) -> None:
     """Search the index for videos with a label (with --moments, where in them), best score first."""
-    from services.core import search
-    from services.core.db import create_db_engine, session_factory
-    from services.core.models import LabelSegment
-
-    engine = create_db_engine(_settings().resolved_database_url)
-    hits = search.moment_hits if moments else search.video_hits
-    with session_factory(engine)() as session:
-        page = search.PageRequest(label, min_score=min_score, limit=limit)
-        rows, _ = search.split_page(session.execute(hits(page)).all(), page)
-    engine.dispose()
+    client = remote_client()
+    if client is not None:
+        with client:
+            rows = search_rows(client, label, min_score=min_score, moments=moments, limit=limit)
+    else:
+        rows = _search_rows(label, min_score=min_score, moments=moments, limit=limit)
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
     columns = (
         ["score", "video", "from", "to", "model", "id"]
@@ -163,15 +172,53 @@ def search_cmd(
     )
     for column in columns:
         table.add_column(column, justify="left" if column in ("video", "model", "id") else "right")
-    for hit, video in rows:
-        name = video.filename or video.source_uri or "-"
-        if isinstance(hit, LabelSegment):
-            span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
-        else:
-            span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]
-        table.add_row(f"{hit.score:.3f}", name, *span, f"{hit.model_name}:{hit.model_version}", str(video.id))
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if not rows:
+        raise typer.Exit(1)
+
+
+def _search_rows(label: str, *, min_score: float, moments: bool, limit: int) -> list[list[str]]:
+    """The rows ``tsmindex search`` prints, read from the local database."""
+    from services.core import search
+    from services.core.db import create_db_engine, session_factory
+    from services.core.models import LabelSegment
+
+    engine = create_db_engine(_settings().resolved_database_url)
+    hits = search.moment_hits if moments else search.video_hits
+    with session_factory(engine)() as session:
+        page = search.PageRequest(label, min_score=min_score, limit=limit)
+        found, _ = search.split_page(session.execute(hits(page)).all(), page)
+        rows = []
+        for hit, video in found:
+            name = video.filename or video.source_uri or "-"
+            if isinstance(hit, LabelSegment):
+                span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
+            else:
+                span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]
+            rows.append(
+                [f"{hit.score:.3f}", name, *span, f"{hit.model_name}:{hit.model_version}", str(video.id)]
+            )
+    engine.dispose()
+    return rows
+
+
+def _index_remote(client: TsmindexClient, paths: list[Path], options: IndexOptions, *, wait: bool) -> None:
+    from workers.media.files import find_videos
+
+    selection = find_videos(paths)
+    for skipped in selection.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason} ({skipped.detail})", soft_wrap=True
+        )
+    if not selection.videos:
+        console.print("[yellow]no video files found[/yellow]")
+        raise typer.Exit(1)
+    with client:
+        jobs = upload_and_wait(client, selection.videos, options, wait=wait)
+        console.print(jobs_table([(path.name, job) for path, job in jobs], remote_labels(client)))
+    if wait and any(job.status != "succeeded" for _, job in jobs):
         raise typer.Exit(1)
 
 
