@@ -79,7 +79,7 @@ def judge(
             break
         time.sleep(0.2)
     time.sleep(0.5 if webhooks else 0)  # a duplicate delivery would land right behind the first
-    result.states = states
+    result.states = {j: states[j] for j in job_ids if j in states}  # in submission order
     for job_id in job_ids:
         state = states.get(job_id)
         if state is None or state.status not in TERMINAL:
