@@ -153,13 +153,15 @@ def model_server_down(
 def postgres_restart(
     platform: Platform, clips: ClipMaker, *, jobs: int = 2, seconds: float = 40, down_s: float = 3
 ) -> FaultResult:
-    """PostgreSQL stopped (every session cut) mid-job and started again."""
-    ids = [platform.upload(clips.make(seconds)) for _ in range(jobs)]
-    platform.wait_status(ids, "running", count=min(jobs, 2), timeout_s=60)
+    """PostgreSQL stopped (every session cut) while two jobs run and more wait behind them, so that
+    the outage hits both running jobs and the claim of the next ones; then started again."""
+    running = [platform.upload(clips.make(seconds)) for _ in range(2)]
+    waiting = [platform.upload(clips.make(2)) for _ in range(jobs)]
+    platform.wait_status(running, "running", count=2, timeout_s=60)
     platform.postgres.stop(mode="fast")
     time.sleep(down_s)
     platform.postgres.start()
-    return judge("PostgreSQL restarted mid-job", platform, ids, time.monotonic())
+    return judge("PostgreSQL restarted mid-job", platform, running + waiting, time.monotonic())
 
 
 def time_limit(
