@@ -21,7 +21,7 @@ def bench_faults_cmd(
         list[str] | None,
         typer.Option("--load", help="UPLOADS@IN_FLIGHT (default: 500@64 and 256@256); repeatable"),
     ] = None,
-    no_load: Annotated[bool, typer.Option(help="Skip the load test.")] = False,
+    no_load: Annotated[bool, typer.Option("--no-load", help="Skip the load test.")] = False,
     model_outage_s: Annotated[float, typer.Option(help="How long TorchServe stays stopped.")] = 90.0,
     fast_recovery: Annotated[
         bool, typer.Option(help="The test suite's short leases and reaper interval, not the defaults.")
