@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.core.indexing.reasons import FailureReason
 from workers.benchmarks.harness.clips import ClipMaker
 from workers.benchmarks.harness.platform import TERMINAL, JobState, Platform
 
@@ -16,27 +17,10 @@ RECOVERY_TIMEOUT_S = 120.0  # the issue's bound: every job final within 120 s of
 WEBHOOK_GRACE_S = 20.0  # webhooks go out after the commit: give the last ones time to arrive
 
 
-# Failure reasons that retrying cannot change (the stored reason strings).
-PERMANENT_REASONS = frozenset(
-    {
-        "corrupt",
-        "not_a_video",
-        "unsupported_codec",
-        "too_large",
-        "too_long",
-        "access_denied",
-        "source_missing",
-        "model_mismatch",
-        "too_many_attempts",
-        "deadline_exceeded",
-        "time_limit",
-        "cancelled",
-    }
-)
-
-
 def is_permanent(reason: str | None) -> bool:
-    return reason in PERMANENT_REASONS
+    """Whether a failed job failed for good (a reason that may pass means it was given up too early)."""
+    known = {r.value for r in FailureReason}
+    return reason in known and not FailureReason(reason).retryable
 
 
 @dataclass
@@ -190,8 +174,9 @@ def duplicate_deliveries(
     platform.start_worker()
     result = judge(f"{copies} deliveries of one job", platform, [job_id], time.monotonic())
     state = result.states.get(job_id)
-    if state is not None and state.attempts != 1:
-        result.duplicated.append(job_id)  # a delivery that found the job taken counted as an attempt
+    if state is not None and state.attempts != 0:
+        # Attempts count failed runs: a delivery that found the job taken must not add one.
+        result.duplicated.append(job_id)
     return result
 
 
