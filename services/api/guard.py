@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
+import sqlalchemy.exc
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +27,7 @@ from services.api.schemas import ErrorOut
 from services.core import allowlist
 from services.core.apikeys import is_active, pepper
 from services.core.config import Settings
+from services.core.indexing.errors import reason_for
 from services.core.models import ApiKey, Tenant
 from services.core.ratelimit import Decision, RateLimiter
 from services.core.security import hash_api_key
@@ -37,6 +39,8 @@ UPLOAD_PATH = "/v1/videos"
 # Open to anyone: liveness, readiness, and the API's own description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 METRICS_PATH = "/metrics"
+# The database not answering while a key is checked: 503, like the app's handlers answer.
+AUTH_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,13 @@ def authenticate(
 
 
 async def _send_json(send: Send, code: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    await _send_body(send, code, {"detail": detail}, headers)
+
+
+async def _send_body(
+    send: Send, code: int, content: dict[str, str], headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps(content).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": code, "headers": raw})
@@ -167,12 +177,20 @@ class GuardMiddleware:
         principal: Principal | None = None
         if not self._is_public(scope["path"]):
             state: Any = scope["app"].state
-            principal = await anyio.to_thread.run_sync(
-                authenticate, state.sessions, self.settings, _header(scope, b"authorization")
-            )
+            try:
+                principal = await anyio.to_thread.run_sync(
+                    authenticate, state.sessions, self.settings, _header(scope, b"authorization")
+                )
+            except AUTH_OUTAGES as exc:
+                # Outside the app's exception handlers: answer as they do for a database away.
+                outage = reason_for(exc)
+                log.warning("authentication: %s: %s", outage, type(exc).__name__)
+                detail = {"detail": f"temporarily unavailable ({outage}); retry", "reason": str(outage)}
+                await _send_body(send, 503, detail, {"Retry-After": "10"})
+                return
             if principal is None:
-                reason = "missing API key" if _header(scope, b"authorization") is None else "invalid API key"
-                await _send_json(send, 401, reason, {"WWW-Authenticate": "Bearer"})
+                refusal = "missing API key" if _header(scope, b"authorization") is None else "invalid API key"
+                await _send_json(send, 401, refusal, {"WWW-Authenticate": "Bearer"})
                 return
             scope.setdefault("state", {})["principal"] = principal
         if declared is not None and declared.isdigit() and int(declared) > limit.max_bytes:
@@ -270,6 +288,7 @@ GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no valid API key"},
     403: {"model": ErrorOut, "description": "the key lacks the scope this route needs"},
     413: {"model": ErrorOut, "description": "the request body is over its limit"},
+    503: {"model": ErrorOut, "description": "the database or another dependency is away; see Retry-After"},
     429: {
         "model": ErrorOut,
         "description": "over the key's request rate or concurrent uploads; see Retry-After",

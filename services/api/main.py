@@ -1,21 +1,40 @@
-"""FastAPI application factory. Engines and clients are created in the lifespan, not at import."""
+"""FastAPI application factory. Engines and clients are created in the lifespan, not at import.
+
+Under load the API answers, never 500s: an exhausted database pool, a database or object store that
+does not answer, or too many uploads at once answer 503 with ``Retry-After``.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import redis
-from fastapi import FastAPI
+import sqlalchemy.exc
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from sqlalchemy.engine import make_url
 
 from services.api.guard import GUARDED_RESPONSES, GuardMiddleware
-from services.api.routes import admin, backfills, compare, health, jobs, labels, moments, tenant, videos
+from services.api.routes import (
+    admin,
+    backfills,
+    compare,
+    health,
+    jobs,
+    labels,
+    moments,
+    tenant,
+    uploads,
+    videos,
+)
 from services.core import metrics
 from services.core.config import Mode, Settings, get_settings
-from services.core.db import create_db_engine, session_factory, upgrade_database
+from services.core.db import db_engine, session_factory, upgrade_database
+from services.core.indexing.errors import IndexingError, reason_for
 from services.core.queue import INDEX_QUEUE, create_producer
 from services.core.ratelimit import RateLimiter
 from services.core.storage import make_storage, s3_client
@@ -49,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_db_engine(settings.resolved_database_url)
+        engine = db_engine(settings)
         if make_url(settings.resolved_database_url).get_backend_name() == "sqlite":
             # Embedded mode migrates its own file; Postgres is migrated by `tsmindex db upgrade`.
             upgrade_database(engine)
@@ -58,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage = make_storage(settings)
         app.state.source_s3 = s3_client(settings)
         app.state.producer = create_producer(settings)
+        app.state.upload_slots = uploads.UploadSlots(settings.api_max_concurrent_uploads)
         app.state.metrics_registry = CollectorRegistry(auto_describe=False)
         app.state.metrics_registry.register(
             metrics.PlatformCollector(app.state.sessions, settings.redis_url, queues=[INDEX_QUEUE])
@@ -90,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(health.router)
     routers = (
+        uploads.router,
         videos.router,
         jobs.router,
         labels.router,
@@ -101,4 +122,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router, responses=GUARDED_RESPONSES)
+    for error in (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,
+    ):
+        app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(IndexingError, _unavailable)
     return app
+
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "10"
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A server we depend on is away or saturated: the client may retry, so 503, not 500."""
+    reason = reason_for(exc)
+    if not reason.retryable:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    log.warning("%s %s: %s: %s", request.method, request.url.path, reason, exc)
+    return JSONResponse(
+        {"detail": f"temporarily unavailable ({reason}); retry", "reason": str(reason)},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": RETRY_AFTER_S},
+    )

@@ -22,7 +22,6 @@ from services.api.schemas import (
     BackfillOut,
     BackfillRequest,
     ComparisonOut,
-    IndexOptions,
     JobOut,
     JobPage,
     KeyOut,
@@ -39,6 +38,7 @@ from services.api.schemas import (
     VideoOut,
 )
 from services.client.errors import ApiError, ApiUnavailableError, WaitTimeoutError
+from services.core.indexing.options import IndexOptions
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -82,6 +83,42 @@ def encode_payload(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
+@dataclass(frozen=True)
+class Attempt:
+    outcome: Outcome
+    detail: str  # what happened, for the delivery's record (no URL: it may hold credentials)
+
+
+def attempt_webhook(
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    secret: str,
+    delivery_id: str,
+    policy: OutboundPolicy,
+    resolve: Resolver = system_resolver,
+    now: float | None = None,
+) -> Attempt:
+    """POST ``payload`` as JSON to ``url``, signed with ``secret``: one attempt, and what came of it."""
+    body = encode_payload(payload)
+    headers = {"Content-Type": "application/json", **signed_headers(secret, delivery_id, body, now=now)}
+    try:
+        answer = post(url, body, headers, policy, resolve=resolve)
+    except UnsafeDestinationError as exc:
+        log.warning("webhook %s not sent: %s", delivery_id, exc)
+        return Attempt(Outcome.give_up, f"refused: {exc.reason}")
+    except (DeadlineExceededError, TransportError) as exc:
+        log.warning("webhook %s to %s: %s", delivery_id, redact_url(url), exc)
+        return Attempt(Outcome.retry, type(exc).__name__)
+    detail = f"HTTP {answer.status}"
+    if 200 <= answer.status < 300:
+        return Attempt(Outcome.delivered, detail)
+    log.warning("webhook %s to %s: %s", delivery_id, redact_url(url), detail)
+    if answer.status in (408, 429) or answer.status >= 500:
+        return Attempt(Outcome.retry, detail)
+    return Attempt(Outcome.give_up, detail)
+
+
 def send_webhook(
     url: str,
     payload: Mapping[str, Any],
@@ -92,23 +129,10 @@ def send_webhook(
     resolve: Resolver = system_resolver,
     now: float | None = None,
 ) -> Outcome:
-    """POST ``payload`` as JSON to ``url``, signed with ``secret``: one attempt."""
-    body = encode_payload(payload)
-    headers = {"Content-Type": "application/json", **signed_headers(secret, delivery_id, body, now=now)}
-    try:
-        answer = post(url, body, headers, policy, resolve=resolve)
-    except UnsafeDestinationError as exc:
-        log.warning("webhook %s not sent: %s", delivery_id, exc)
-        return Outcome.give_up
-    except (DeadlineExceededError, TransportError) as exc:
-        log.warning("webhook %s to %s: %s", delivery_id, redact_url(url), exc)
-        return Outcome.retry
-    if 200 <= answer.status < 300:
-        return Outcome.delivered
-    log.warning("webhook %s to %s: HTTP %d", delivery_id, redact_url(url), answer.status)
-    if answer.status in (408, 429) or answer.status >= 500:
-        return Outcome.retry
-    return Outcome.give_up
+    """One signed attempt: delivered, worth a retry later, or hopeless."""
+    return attempt_webhook(
+        url, payload, secret=secret, delivery_id=delivery_id, policy=policy, resolve=resolve, now=now
+    ).outcome
 
 
 def deliver(
@@ -121,15 +145,15 @@ def deliver(
     attempts: int,
     backoff_s: float = 0.5,
     resolve: Resolver = system_resolver,
-) -> Outcome:
-    """``send_webhook`` up to ``attempts`` times, with jittered exponential backoff between them."""
-    outcome = Outcome.retry
+) -> Attempt:
+    """Up to ``attempts`` tries with jittered exponential backoff between them; the last one's result."""
+    result = Attempt(Outcome.retry, "not tried")
     for attempt in range(1, attempts + 1):
-        outcome = send_webhook(
+        result = attempt_webhook(
             url, payload, secret=secret, delivery_id=delivery_id, policy=policy, resolve=resolve
         )
-        if outcome is not Outcome.retry:
-            return outcome
+        if result.outcome is not Outcome.retry:
+            return result
         if attempt < attempts:
             time.sleep(backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-    return outcome
+    return result

@@ -96,6 +96,6 @@ def test_deliver_retries_with_one_delivery_id(
         attempts=3,
         backoff_s=0.01,
     )
-    assert outcome is Outcome.delivered
+    assert (outcome.outcome, outcome.detail) == (Outcome.delivered, "HTTP 204")
     assert [headers["webhook-id"] for _, headers in handler.received] == ["msg_4"] * 3
     assert "t0ps3cret" not in caplog.text and "token=***" in caplog.text

@@ -9,11 +9,13 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     apikeys,
     backfill,
     bench_decode,
+    bench_faults,
     bench_model,
     bench_online,
     bench_sampling,
     compare,
     corpus,
+    curate,
     export,
     jobs,
     models,
@@ -21,6 +23,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     serving,
     status,
     training,
+    versions,
     watch,
 )
 from workers.cli.app import app, bench_app, main

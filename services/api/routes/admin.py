@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.orm import Session
 
-from services.api.deps import SessionDep, SettingsDep
+from services.api.deps import SessionDep, SettingsDep, end_read
 from services.api.guard import AdminDep
 from services.api.schemas import (
     NOT_FOUND,
@@ -41,11 +41,6 @@ def key_out(key: ApiKey, tenant: Tenant) -> KeyOut:
     )
 
 
-def _end_read(session: Session) -> None:
-    if session.in_transaction():
-        session.commit()
-
-
 def _key(session: Session, key_id: uuid.UUID) -> ApiKey:
     key = session.get(ApiKey, key_id)
     if key is None:
@@ -61,7 +56,7 @@ def list_keys(session: SessionDep, _caller: AdminDep) -> KeysOut:
 @router.post("/keys", status_code=status.HTTP_201_CREATED, responses=NOT_FOUND)
 def create_key(body: KeyRequest, session: SessionDep, settings: SettingsDep, _caller: AdminDep) -> NewKeyOut:
     """A key in the tenant `tenant` (which must exist), else in the tenant `name` (created if new)."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         tenant = apikeys.tenant_named(session, body.tenant) if body.tenant else None
         if body.tenant and tenant is None:
@@ -74,7 +69,7 @@ def create_key(body: KeyRequest, session: SessionDep, settings: SettingsDep, _ca
 
 @router.post("/keys/{key_id}/revoke", responses=NOT_FOUND)
 def revoke_key(key_id: uuid.UUID, session: SessionDep, _caller: AdminDep) -> KeyOut:
-    _end_read(session)
+    end_read(session)
     with session.begin():
         key = apikeys.revoke_api_key(session, _key(session, key_id))
         return key_out(key, session.get_one(Tenant, key.tenant_id))
@@ -85,7 +80,7 @@ def rotate_key(
     key_id: uuid.UUID, body: RotateRequest, session: SessionDep, settings: SettingsDep, _caller: AdminDep
 ) -> NewKeyOut:
     """A replacement key (shown once); the old one keeps working for `grace_s` seconds."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         new, clear = apikeys.rotate_api_key(
             session, settings, _key(session, key_id), grace=timedelta(seconds=body.grace_s)
@@ -96,7 +91,7 @@ def rotate_key(
 @router.put("/tenants/{name}/s3-allow", responses=NOT_FOUND)
 def set_s3_allow(name: str, body: AllowListRequest, session: SessionDep, _caller: AdminDep) -> TenantOut:
     """The S3 locations (`bucket/key-glob`) the tenant's sources, backfills and outputs may use."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         tenant = apikeys.tenant_named(session, name)
         if tenant is None:

@@ -9,29 +9,23 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.deps import ProducerDep, SessionDep, SettingsDep
+from services.api.deps import ProducerDep, SessionDep, SettingsDep, end_read
 from services.api.guard import BackfillDep, Principal, check_allowed
 from services.api.schemas import (
     NOT_FOUND,
     BackfillCountsOut,
     BackfillOut,
     BackfillRequest,
-    IndexOptions,
     ModelRef,
     ObjectFailureOut,
 )
-from services.core import backfill as backfills
+from services.core import backfills
+from services.core.indexing.options import IndexOptions
 from services.core.models import Backfill
 from services.core.queue import enqueue_backfill
 from services.core.tenancy import get_owned
 
 router = APIRouter(prefix="/v1/backfills", tags=["backfills"])
-
-
-def _end_read(session: Session) -> None:
-    # Authentication read the key in a transaction of its own; the route owns the next one.
-    if session.in_transaction():
-        session.commit()
 
 
 def backfill_out(
@@ -81,7 +75,7 @@ def create_backfill(
         modified_since=body.modified_since,
     )
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
-    _end_read(session)
+    end_read(session)
     with session.begin():
         check_allowed(session, settings, caller, body.source_uri, body.output_uri)
         row = backfills.create_backfill(
@@ -110,7 +104,7 @@ def _get(session: Session, backfill_id: uuid.UUID, caller: Principal) -> Backfil
 @router.get("/{backfill_id}", responses=NOT_FOUND)
 def get_backfill(backfill_id: uuid.UUID, session: SessionDep, caller: BackfillDep) -> BackfillOut:
     """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         owner = session.scalar(select(Backfill.tenant_id).where(Backfill.id == backfill_id))
         if owner is None or caller.sees not in (None, owner):
@@ -126,7 +120,7 @@ def get_backfill(backfill_id: uuid.UUID, session: SessionDep, caller: BackfillDe
 @router.post("/{backfill_id}/cancel", responses=NOT_FOUND)
 def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, caller: BackfillDep) -> BackfillOut:
     """Stop listing and fail the jobs no worker has started (reason ``cancelled``)."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         row = _get(session, backfill_id, caller)
         backfills.cancel(session, row)
