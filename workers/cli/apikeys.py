@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 apikey_app = typer.Typer(help="API keys and their tenants.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 
-console = Console()
 notes = Console(stderr=True)  # the key alone goes to stdout: scripts capture it
 
 
@@ -94,7 +93,7 @@ def list_cmd() -> None:
                 f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
                 "yes" if is_active(key) else "no",
             )
-    console.print(table)
+    Console().print(table)
 
 
 @apikey_app.command("revoke")
