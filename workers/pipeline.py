@@ -14,7 +14,6 @@ import random
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import metrics
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
-from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
+from services.core.models import IndexedWindow, Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.security import sign_body
 from services.core.storage import (
     ObjectAccessDeniedError,
@@ -45,6 +44,16 @@ from services.core.storage import (
     s3_client,
     s3_object_version,
     sha256_file,
+)
+from services.core.thumbnails import store_thumbnail
+from services.core.vectors import ModelKey, to_fp16, vector_store
+from services.core.windows import (
+    ScoredWindow,
+    indexed_window_rows,
+    label_segments,
+    label_stats,
+    video_label_rows,
+    window_label_rows,
 )
 from workers.inference import ClipClassifier, ClipPrediction, InferenceError
 from workers.media.errors import MediaError, TooLargeError
@@ -114,14 +123,6 @@ class PipelineContext:
             bind.dispose()
 
 
-@dataclass(frozen=True)
-class Window:
-    index: int
-    start_ms: int
-    end_ms: int
-    labels: list[tuple[str, int, float]]  # (label, index, score), best first
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -133,59 +134,6 @@ def _stage(name: str) -> Iterator[None]:
         yield
     finally:
         metrics.STAGE_SECONDS.labels(name).observe(time.perf_counter() - start)
-
-
-def aggregate(windows: Sequence[Window]) -> list[tuple[str, int, float]]:
-    """Video-level labels: the mean over windows of each label's probability, best first.
-
-    A window reports only its top labels; a label outside them counts as 0 for that window.
-    """
-    totals: dict[tuple[str, int], float] = defaultdict(float)
-    for window in windows:
-        for label, index, score in window.labels:
-            totals[(label, index)] += score
-    n = max(len(windows), 1)
-    ranked = sorted(((label, index, total / n) for (label, index), total in totals.items()), key=_rank_key)
-    return ranked
-
-
-def label_segments(window_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs of consecutive windows that each keep the same label (window rows as ``_store`` writes
-    them): label, label_index, start_ms, end_ms, windows, score (the best window's) and mean_score."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for row in sorted(window_rows, key=lambda r: int(r["window_index"])):
-        by_label.setdefault(row["label"], []).append(row)
-    runs: list[list[dict[str, Any]]] = []
-    for rows in by_label.values():
-        runs.append([rows[0]])
-        for row in rows[1:]:
-            if row["window_index"] == runs[-1][-1]["window_index"] + 1:
-                runs[-1].append(row)
-            else:
-                runs.append([row])
-    return [
-        {
-            "label": run[0]["label"],
-            "label_index": run[0]["label_index"],
-            "start_ms": run[0]["start_ms"],
-            "end_ms": run[-1]["end_ms"],
-            "windows": len(run),
-            "score": max(r["score"] for r in run),
-            "mean_score": sum(r["score"] for r in run) / len(run),
-        }
-        for run in runs
-    ]
-
-
-def _rank_key(item: tuple[str, int, float]) -> tuple[float, int]:
-    return (-item[2], item[1])
-
-
-def select_labels(
-    labels: Sequence[tuple[str, int, float]], options: JobOptions
-) -> list[tuple[str, int, float]]:
-    kept = [item for item in labels if options.keeps(item[0]) and item[2] >= options.min_score]
-    return sorted(kept, key=_rank_key)[: options.top_k]
 
 
 def index_video(job_id: uuid.UUID | str, ctx: PipelineContext) -> JobResult:
@@ -273,8 +221,17 @@ class _JobSnapshot:
     created_at: datetime
 
 
+@dataclass
+class _Inferred:
+    """What the model said about a video's windows, kept while its clips stream past."""
+
+    windows: list[ScoredWindow] = field(default_factory=list)
+    embeddings: dict[int, Any] = field(default_factory=dict)  # window index -> fp16 vector
+    thumbnails: dict[int, str] = field(default_factory=dict)  # window index -> storage key
+
+
 def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
-    from workers.media import sample_clips
+    from workers.media import open_clips
     from workers.media.limits import MediaLimits
 
     s = ctx.settings
@@ -290,24 +247,50 @@ def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
         # An S3 object may have changed since an earlier run: hash what was read this time.
         sha256 = sha256_file(path) if etag is not None or job.sha256 is None else job.sha256
         size_bytes = path.stat().st_size
+        with open_clips(
+            path,
+            num_segments=s.num_segments,
+            window_s=job.options.window_s,
+            max_windows=s.max_windows,
+            resize=s.clip_resize,
+            crop=s.clip_crop,
+            limits=limits,
+            budget_s=s.decode_budget_s,
+        ) as stream:
+            inferred = _Inferred()
+            for clips in _timed_chunks(stream.chunks(s.clip_chunk_windows)):
+                mismatch = _infer_chunk(ctx, job, clips, inferred, planned=len(stream.windows))
+                if mismatch is not None:
+                    return mismatch
+            sampled = stream.finish(len(inferred.windows))
+    metrics.CLIPS_INFERRED.inc(len(inferred.windows))
+    with _stage("store"):
+        result, payload = _store(ctx, job, sampled, sha256, size_bytes, etag, inferred)
+    _fire_webhook(ctx, job.options.webhook_url, payload)
+    return result
+
+
+def _timed_chunks(chunks: Iterator[list[Any]]) -> Iterator[list[Any]]:
+    """The chunks of a clip stream, the time spent decoding each counted as the decode stage."""
+    while True:
         with _stage("decode"):
-            sampled = sample_clips(
-                path,
-                num_segments=s.num_segments,
-                window_s=job.options.window_s,
-                max_windows=s.max_windows,
-                resize=s.clip_resize,
-                crop=s.clip_crop,
-                limits=limits,
-                budget_s=s.decode_budget_s,
-            )
-    clips = [clip.frames for clip in sampled.clips]
-    predictions: list[ClipPrediction] = []
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
+def _infer_chunk(
+    ctx: PipelineContext, job: _JobSnapshot, clips: Sequence[Any], inferred: _Inferred, *, planned: int
+) -> JobResult | None:
+    """Classify and embed one chunk of clips, write their thumbnails; a result when the job must
+    stop (the backend runs another model version)."""
+    s = ctx.settings
     with _stage("inference"):
+        predictions: list[ClipPrediction] = []
         for start in range(0, len(clips), INFER_CHUNK):
-            predictions += ctx.classifier.classify(clips[start : start + INFER_CHUNK], top_k=s.window_top_k)
-            _report_progress(ctx, job.job_id, len(predictions) / max(len(clips), 1))
-    metrics.CLIPS_INFERRED.inc(len(predictions))
+            batch = [clip.frames for clip in clips[start : start + INFER_CHUNK]]
+            predictions += ctx.classifier.classify(batch, top_k=s.window_top_k, with_embedding=True)
     for prediction in predictions[:1]:
         # Labels are stored under the job's model version: they must come from that version.
         if prediction.model_version != job.model_version:
@@ -318,15 +301,18 @@ def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
                 f"job expects model version {job.model_version!r}, the backend runs "
                 f"{prediction.model_name}:{prediction.model_version}",
             )
-    windows = [
-        Window(i, clip.start_ms, clip.end_ms, [(p.label, p.index, p.score) for p in pred.labels])
-        for i, (clip, pred) in enumerate(zip(sampled.clips, predictions, strict=True))
-    ]
-    video_labels = select_labels(aggregate(windows), job.options)
-    with _stage("store"):
-        result, payload = _store(ctx, job, sampled.info, sha256, size_bytes, etag, windows, video_labels)
-    _fire_webhook(ctx, job.options.webhook_url, payload)
-    return result
+    for clip, pred in zip(clips, predictions, strict=True):
+        index = len(inferred.windows)
+        labels = [(p.label, p.index, p.score) for p in pred.labels]
+        inferred.windows.append(ScoredWindow(index, clip.start_ms, clip.end_ms, labels))
+        if pred.embedding is not None:
+            inferred.embeddings[index] = to_fp16(pred.embedding)
+        if s.thumbnails:
+            inferred.thumbnails[index] = store_thumbnail(
+                ctx.storage, job_id=job.job_id, window_index=index, frames=clip.frames
+            )
+    _report_progress(ctx, job.job_id, len(inferred.windows) / max(planned, 1))
+    return None
 
 
 def _fetch(job: _JobSnapshot, ctx: PipelineContext, tmp: Path) -> tuple[Path, str | None]:
@@ -368,34 +354,19 @@ def _report_progress(ctx: PipelineContext, job_id: uuid.UUID, fraction: float) -
 def _store(
     ctx: PipelineContext,
     job: _JobSnapshot,
-    info: Any,
+    sampled: Any,
     sha256: str,
     size_bytes: int,
     source_etag: str | None,
-    windows: Sequence[Window],
-    video_labels: Sequence[tuple[str, int, float]],
+    inferred: _Inferred,
 ) -> tuple[JobResult, dict[str, Any]]:
+    info = sampled.info
     options = job.options
     key = {"video_id": job.video_id, "model_name": job.model_name, "model_version": job.model_version}
-    video_rows = [
-        {**key, "label": label, "label_index": index, "score": score, "rank": rank}
-        for rank, (label, index, score) in enumerate(video_labels, start=1)
-    ]
-    window_rows = [
-        {
-            **key,
-            "window_index": w.index,
-            "start_ms": w.start_ms,
-            "end_ms": w.end_ms,
-            "label": label,
-            "label_index": index,
-            "score": score,
-            "rank": rank,
-        }
-        for w in windows
-        for rank, (label, index, score) in enumerate(select_labels(w.labels, options), start=1)
-    ]
+    video_rows = video_label_rows(label_stats(inferred.windows, options), key)
+    window_rows = window_label_rows(inferred.windows, options, key)
     segment_rows = [{**key, **segment} for segment in label_segments(window_rows)]
+    indexed_rows = indexed_window_rows(inferred.windows, inferred.thumbnails, key)
     with ctx.sessions.begin() as session:
         job_row = session.get_one(Job, job.job_id, with_for_update=True)
         if job_row.status != JobStatus.running:
@@ -443,12 +414,30 @@ def _store(
             [(r["label"], r["start_ms"]) for r in segment_rows],
             ("label", "start_ms"),
         )
+        _upsert(
+            session,
+            IndexedWindow,
+            indexed_rows,
+            ["video_id", "model_name", "model_version", "window_index"],
+        )
+        _delete_stale(
+            session, IndexedWindow, key, [(r["window_index"],) for r in indexed_rows], ("window_index",)
+        )
+        vector_store(session).write(
+            session,
+            model=ModelKey(job.model_name, job.model_version),
+            video_id=job.video_id,
+            vectors=inferred.embeddings,
+        )
+        coverage = sampled.coverage
+        job_row.covered_s = coverage.covered_s if coverage is not None else None
+        job_row.truncated = bool(coverage is not None and coverage.truncated)
         job_row.status = JobStatus.succeeded
         job_row.reason = None
         job_row.detail = None
         job_row.progress = 1.0
         job_row.finished_at = utcnow()
-        payload = _webhook_payload(job_row, video_rows)
+        payload = _webhook_payload(job_row, [r for r in video_rows if r["rank"] <= options.top_k])
     metrics.VIDEOS_INDEXED.labels("succeeded").inc()
     created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
     metrics.INDEX_LATENCY_SECONDS.observe((utcnow() - created).total_seconds())
@@ -457,7 +446,7 @@ def _store(
 
 def _upsert(
     session: Session,
-    table: type[VideoLabel] | type[WindowLabel] | type[LabelSegment],
+    table: type[VideoLabel] | type[WindowLabel] | type[LabelSegment] | type[IndexedWindow],
     rows: list[dict[str, Any]],
     keys: list[str],
 ) -> None:
@@ -482,7 +471,7 @@ def _upsert(
 
 def _delete_stale(
     session: Session,
-    table: type[VideoLabel] | type[WindowLabel] | type[LabelSegment],
+    table: type[VideoLabel] | type[WindowLabel] | type[LabelSegment] | type[IndexedWindow],
     key: dict[str, Any],
     kept: list[tuple[Any, ...]],
     columns: tuple[str, ...],
