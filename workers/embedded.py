@@ -35,6 +35,8 @@ class IndexedVideo:
     duration_s: float | None
     windows: int
     labels: list[tuple[str, float]]
+    covered_s: float | None = None  # seconds inside a window
+    truncated: bool = False  # a window cap stopped indexing early
 
 
 def submit_file(
@@ -135,6 +137,8 @@ def describe(ctx: PipelineContext, path: Path, job_id: uuid.UUID, *, skipped: bo
             duration_s=video.duration_s,
             windows=len(windows),
             labels=[(label, score) for label, score in labels],
+            covered_s=job.covered_s,
+            truncated=job.truncated,
         )
 
 

@@ -54,6 +54,8 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    covered_s: float | None = Field(default=None, description="seconds of the video inside a window")
+    truncated: bool = Field(default=False, description="a window cap stopped indexing before the end")
     duplicate: bool = Field(default=False, description="the same bytes were already submitted")
 
 
@@ -67,6 +69,8 @@ class LabelOut(BaseModel):
     index: int
     score: float
     rank: int
+    peak_score: float | None = Field(default=None, description="video labels: the best window's score")
+    peak_window: int | None = None
 
 
 class WindowOut(BaseModel):
@@ -74,6 +78,7 @@ class WindowOut(BaseModel):
     start_ms: int
     end_ms: int
     labels: list[LabelOut]
+    thumbnail_url: str | None = None
 
 
 class VideoOut(BaseModel):
@@ -99,10 +104,13 @@ class VideoOut(BaseModel):
 class SearchHit(BaseModel):
     video_id: uuid.UUID
     label: str
-    score: float
+    score: float = Field(description="the mean over the video's windows")
+    peak_score: float = Field(description="the best window's score")
+    peak_window: int | None
     model: ModelRef
     filename: str | None
     duration_s: float | None
+    thumbnail_url: str | None = Field(default=None, description="the best window's thumbnail")
 
 
 class SearchPage(BaseModel):
@@ -119,12 +127,15 @@ class SegmentOut(BaseModel):
     windows: int
     score: float = Field(description="the best window's score")
     mean_score: float
+    peak_window: int | None = None
 
 
 class MomentHit(SegmentOut):
+    id: int = Field(description="the moment: `GET /v1/moments/{id}/similar` finds moments like it")
     video_id: uuid.UUID
     filename: str | None
     model: ModelRef
+    thumbnail_url: str | None = Field(default=None, description="its best window's thumbnail")
 
 
 class MomentPage(BaseModel):
@@ -135,6 +146,7 @@ class MomentPage(BaseModel):
 class LabelCount(BaseModel):
     label: str
     videos: int
+    match: str | None = Field(default=None, description="how it matched `q`: exact, prefix, ..., fuzzy")
 
 
 class LabelsOut(BaseModel):

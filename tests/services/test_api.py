@@ -18,9 +18,9 @@ from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
+from services.core.windows import label_segments
 from tests.platform_servers import free_port, moto_client
 from workers.media.synth import make_video
-from workers.pipeline import label_segments
 
 MAX_UPLOAD = 300_000
 
@@ -261,6 +261,7 @@ def _index(
                     label=label,
                     label_index=rank,
                     score=score,
+                    peak_score=score,
                     rank=rank,
                 )
             )

@@ -17,12 +17,12 @@ from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
 from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.security import verify_signature
+from services.core.windows import ScoredWindow, aggregate, label_segments
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
 from workers.demo import write_sample_videos
 from workers.embedded import embedded_context, index_files
 from workers.inference import TorchServeClient
-from services.core.windows import ScoredWindow, aggregate, label_segments
 from workers.pipeline import (
     SIGNATURE_HEADER,
     PipelineContext,
@@ -199,9 +199,11 @@ def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path
 
     sampled = sample_clips(long_video, window_s=WINDOW_S, resize=TINY_RESIZE, crop=TINY_CROP)
     predictions = ctx.classifier.classify([c.frames for c in sampled.clips], top_k=ctx.settings.window_top_k)
-    expected = aggregate(
-        [ScoredWindow(i, 0, 0, [(x.label, x.index, x.score) for x in p.labels]) for i, p in enumerate(predictions)]
-    )[:3]
+    scored = [
+        ScoredWindow(i, 0, 0, [(x.label, x.index, x.score) for x in p.labels])
+        for i, p in enumerate(predictions)
+    ]
+    expected = aggregate(scored)[:3]
     got = [(x.label, x.label_index, x.score) for x in sorted(labels, key=lambda x: x.rank)][:3]
     assert [g[:2] for g in got] == [e[:2] for e in expected]
     assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], abs=1e-6)

@@ -31,6 +31,8 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        covered_s=job.covered_s,
+        truncated=job.truncated,
         duplicate=duplicate,
     )
 

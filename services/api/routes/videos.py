@@ -28,6 +28,7 @@ from services.api.deps import (
     StorageDep,
 )
 from services.api.routes.jobs import job_out
+from services.api.routes.windows import thumbnail_url
 from services.api.schemas import (
     IndexOptions,
     JobOut,
@@ -420,17 +421,21 @@ def _source_version(s3: Any, uri: str) -> ObjectVersion:
 
 @router.get("")
 def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> SearchPage:
-    """Videos whose video-level label `label` scores at least `min_score`, best first.
-    `GET /v1/moments` answers the same per time window."""
+    """Videos whose label scores at least `min_score`, best first: by the best window's score
+    (`sort=peak`, the default) or the mean over all windows (`sort=mean`). Repeat `label` for
+    several (`match=any|all`). `GET /v1/moments` answers the same per time window."""
     rows, next_cursor = search.split_page(session.execute(search.video_hits(params)).all(), params)
     items = [
         SearchHit(
             video_id=video.id,
             label=vl.label,
             score=vl.score,
+            peak_score=vl.peak_score,
+            peak_window=vl.peak_window,
             model=ModelRef(name=vl.model_name, version=vl.model_version),
             filename=video.filename,
             duration_s=video.duration_s,
+            thumbnail_url=thumbnail_url(video.id, vl.peak_window, vl.model_version),
         )
         for vl, video in rows
     ]
@@ -441,6 +446,7 @@ def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> Se
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
+    settings: SettingsDep,
     _key: ApiKeyDep,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VideoOut:
@@ -454,14 +460,23 @@ def get_video(
     chosen = chosen or (done[0] if done and model_version is None else None)
     name = chosen.model_name if chosen else (jobs[0].model_name if jobs else "")
     version = chosen.model_version if chosen else (model_version or (jobs[0].model_version if jobs else ""))
-    labels = session.scalars(label_rows(VideoLabel, [video_id], name, version)).all()
+    top_k = int((chosen.options if chosen else {}).get("top_k") or settings.top_k)
+    # The video's labels: its top_k best means (every kept label has a row, for peak search).
+    all_labels = session.scalars(label_rows(VideoLabel, [video_id], name, version))
+    labels = [r for r in all_labels if r.rank <= top_k]
     segments = session.scalars(label_rows(LabelSegment, [video_id], name, version)).all()
     window_rows = session.scalars(label_rows(WindowLabel, [video_id], name, version)).all()
     windows: dict[int, WindowOut] = {}
     for row in window_rows:
         window = windows.setdefault(
             row.window_index,
-            WindowOut(index=row.window_index, start_ms=row.start_ms, end_ms=row.end_ms, labels=[]),
+            WindowOut(
+                index=row.window_index,
+                start_ms=row.start_ms,
+                end_ms=row.end_ms,
+                labels=[],
+                thumbnail_url=thumbnail_url(video_id, row.window_index, version),
+            ),
         )
         window.labels.append(LabelOut(label=row.label, index=row.label_index, score=row.score, rank=row.rank))
     return VideoOut(
@@ -478,7 +493,17 @@ def get_video(
         codec=video.codec,
         created_at=video.created_at,
         model=ModelRef(name=name, version=version),
-        labels=[LabelOut(label=r.label, index=r.label_index, score=r.score, rank=r.rank) for r in labels],
+        labels=[
+            LabelOut(
+                label=r.label,
+                index=r.label_index,
+                score=r.score,
+                rank=r.rank,
+                peak_score=r.peak_score,
+                peak_window=r.peak_window,
+            )
+            for r in labels
+        ],
         segments=[
             SegmentOut(
                 label=r.label,
@@ -487,6 +512,7 @@ def get_video(
                 windows=r.windows,
                 score=r.score,
                 mean_score=r.mean_score,
+                peak_window=r.peak_window,
             )
             for r in segments
         ],
