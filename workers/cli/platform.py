@@ -161,10 +161,11 @@ def search_cmd(
         rows, _ = search.split_page(session.execute(hits(page)).all(), page)
     engine.dispose()
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {' / '.join(map(repr, labels))}")
+    several = len(labels) > 1
     columns = (
-        ["score", "label", "video", "from", "to", "model", "moment"]
+        ["score", *(["label"] if several else []), "video", "from", "to", "model", "moment"]
         if moments
-        else ["peak", "mean", "label", "video", "duration", "model", "id"]
+        else ["peak", "mean", *(["label"] if several else []), "video", "duration", "id"]
     )
     for column in columns:
         numeric = column in ("score", "peak", "mean", "from", "to")
@@ -174,11 +175,13 @@ def search_cmd(
         model = f"{hit.model_name}:{hit.model_version}"
         if isinstance(hit, LabelSegment):
             span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
-            table.add_row(f"{hit.score:.3f}", hit.label, name, *span, model, str(hit.id))
+            label = [hit.label] if several else []
+            table.add_row(f"{hit.score:.3f}", *label, name, *span, model, str(hit.id))
         else:
             duration = f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"
             scores = [f"{hit.peak_score:.3f}", f"{hit.score:.3f}"]
-            table.add_row(*scores, hit.label, name, duration, model, str(video.id))
+            label = [hit.label] if several else []
+            table.add_row(*scores, *label, name, duration, str(video.id))
     console.print(table)
     if not rows:
         raise typer.Exit(1)
