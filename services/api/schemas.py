@@ -201,3 +201,45 @@ class BackfillOut(BaseModel):
     finished_at: datetime | None
     output_uri: str | None
     exported_at: datetime | None
+
+
+class MomentSpan(BaseModel):
+    start_ms: int
+    end_ms: int
+
+
+class MovedMomentOut(BaseModel):
+    label: str
+    a: MomentSpan
+    b: MomentSpan
+    start_shift_ms: int
+    end_shift_ms: int
+
+
+class MomentOut(MomentSpan):
+    label: str
+
+
+class VideoChangeOut(BaseModel):
+    video_id: uuid.UUID
+    top_a: str | None
+    top_b: str | None
+    gained: list[str] = Field(description="video-level labels b has and a has not")
+    lost: list[str]
+    jaccard: float = Field(description="|a ∩ b| / |a ∪ b| of the two label sets")
+    moved: list[MovedMomentOut] = Field(description="moments of one label whose start or end shifted")
+    appeared: list[MomentOut]
+    vanished: list[MomentOut]
+
+
+class ComparisonOut(BaseModel):
+    a: ModelRef
+    b: ModelRef
+    compared: int = Field(description="videos both versions indexed")
+    only_a: int
+    only_b: int
+    top1_agreement: float = Field(description="share of compared videos whose top label is the same")
+    mean_jaccard: float
+    moments_moved: int
+    changed: int = Field(description="compared videos with any difference")
+    videos: list[VideoChangeOut] = Field(description="the first `limit` changed videos")

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9101  # 0: no worker exporter
     worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus runs on another host
     prometheus_url: str = "http://127.0.0.1:9090"  # read by `tsmindex status`
+    # A CLI that drives a remote platform through its HTTP API (`tsmindex --api URL`) instead of
+    # the database: the API's base URL and an API key of it.
+    api_url: str | None = None
+    api_key: SecretStr | None = None
 
     # Known models (`tsmindex models`): the one used when no checkpoint is named, where downloads are
     # kept, and a mirror that serves the publishers' files under the same paths (offline sites, tests).

@@ -296,10 +296,12 @@ def test_backfill_of_a_thousand_objects_killed_resumed_and_run_again(
             }
             jobs = session.scalars(select(Job).where(Job.backfill_id == done.id)).all()
             videos = session.scalar(
-                select(func.count()).select_from(Video).where(Video.source_uri.like(f"s3://{bucket}/%"))
+                select(func.count()).select_from(Video).where(Video.source_uri.like(f"{uri}%"))
             )
             objects = session.scalar(
-                select(func.count()).select_from(SourceObject).where(SourceObject.bucket == bucket)
+                select(func.count())
+                .select_from(SourceObject)
+                .where(SourceObject.bucket == bucket, SourceObject.key.like("lib/%"))
             )
             labels = session.scalar(
                 select(func.count())

@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.api.schemas import BackfillRequest
 from workers.cli.app import app
+from workers.cli.remote import backfill_table, remote_client, run_backfill
 
 if TYPE_CHECKING:
     from services.core.backfill import BackfillCounts
@@ -59,6 +61,27 @@ def backfill_cmd(
     if (uri is None) == (resume is None):
         console.print("[red]give either s3://bucket/prefix or --resume ID[/red]")
         raise typer.Exit(2)
+    if (client := remote_client()) is not None:
+        if uri is None:
+            console.print(
+                "[red]--api: the platform resumes its backfills itself; give s3://bucket/prefix[/red]"
+            )
+            raise typer.Exit(2)
+        request = BackfillRequest(
+            source_uri=uri,
+            extensions=ext,
+            all_extensions=all_extensions,
+            min_size=min_size,
+            max_size=max_size,
+            modified_since=modified_since,
+            output_uri=output,
+            window_s=window_s,
+            top_k=top_k,
+        )
+        with client:
+            remote = run_backfill(client, request, wait=wait)
+        console.print(backfill_table(remote))
+        raise typer.Exit(1 if remote.status in ("failed", "cancelled") else 0)
     settings = get_settings()
     filters = backfills.BackfillFilters(
         extensions=None

@@ -13,8 +13,18 @@ from rich.table import Table
 
 from workers.cli.app import app
 from workers.cli.models import ModelOpt, resolve_model_path
+from workers.cli.remote import (
+    jobs_table,
+    remote_client,
+    remote_labels,
+    search_columns,
+    search_rows,
+    upload_and_wait,
+)
 
 if TYPE_CHECKING:
+    from services.client import TsmindexClient
+    from services.core import search
     from services.core.config import Settings
     from workers.embedded import IndexedVideo
 
@@ -114,12 +124,22 @@ def index_cmd(
     window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
     top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
     min_score: Annotated[float | None, typer.Option(help="drop labels scoring less")] = None,
+    wait: Annotated[bool, typer.Option(help="with --api: follow the jobs until they end")] = True,
 ) -> None:
     """Index local videos in this process (SQLite, local storage, in-process inference).
 
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
-    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`)."""
+    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`).
+    With --api URL: upload them to that platform instead, which indexes them with its served model."""
     options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
+    if (client := remote_client()) is not None:
+        if checkpoint is not None or model is not None:
+            console.print(
+                "[red]--api: the platform indexes with the model it serves; drop --checkpoint/--model"
+            )
+            raise typer.Exit(2)
+        _index_remote(client, paths, options, wait=wait)
+        return
     results = _run_index(paths, resolve_model_path(checkpoint, model), options)
     console.print(_results_table(results, top=5))
     if any(r.status != "succeeded" for r in results):
@@ -141,8 +161,6 @@ def search_cmd(
 
     `tsmindex labels WORD` finds the exact label names."""
     from services.core import search
-    from services.core.db import create_db_engine, session_factory
-    from services.core.models import LabelSegment
 
     if sort not in search.SORTS or match not in search.MATCHES:
         raise typer.BadParameter(f"--sort is one of {search.SORTS}, --match one of {search.MATCHES}")
@@ -155,36 +173,48 @@ def search_cmd(
         start_ms=None if start_s is None else round(start_s * 1000),
         end_ms=None if end_s is None else round(end_s * 1000),
     )
-    engine = create_db_engine(_settings().resolved_database_url)
-    hits = search.moment_hits if moments else search.video_hits
-    with session_factory(engine)() as session:
-        rows, _ = search.split_page(session.execute(hits(page)).all(), page)
-    engine.dispose()
+    client = remote_client()
+    if client is not None:
+        with client:
+            rows = search_rows(client, page, moments=moments)
+    else:
+        rows = _search_rows(page, moments=moments)
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {' / '.join(map(repr, labels))}")
-    several = len(labels) > 1
-    columns = (
-        ["score", *(["label"] if several else []), "video", "from", "to", "model", "moment"]
-        if moments
-        else ["peak", "mean", *(["label"] if several else []), "video", "duration", "id"]
-    )
-    for column in columns:
+    for column in search_columns(moments=moments, several=len(page.labels) > 1):
         numeric = column in ("score", "peak", "mean", "from", "to")
         table.add_column(column, justify="right" if numeric else "left")
-    for hit, video in rows:
-        name = video.filename or video.source_uri or "-"
-        model = f"{hit.model_name}:{hit.model_version}"
-        if isinstance(hit, LabelSegment):
-            span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
-            label = [hit.label] if several else []
-            table.add_row(f"{hit.score:.3f}", *label, name, *span, model, str(hit.id))
-        else:
-            duration = f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"
-            scores = [f"{hit.peak_score:.3f}", f"{hit.score:.3f}"]
-            label = [hit.label] if several else []
-            table.add_row(*scores, *label, name, duration, str(video.id))
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if not rows:
         raise typer.Exit(1)
+
+
+def _search_rows(page: search.PageRequest, *, moments: bool) -> list[list[str]]:
+    """The rows ``tsmindex search`` prints (see ``search_columns``), read from the local database."""
+    from services.core import search
+    from services.core.db import create_db_engine, session_factory
+    from services.core.models import LabelSegment
+
+    several = len(page.labels) > 1
+    engine = create_db_engine(_settings().resolved_database_url)
+    hits = search.moment_hits if moments else search.video_hits
+    with session_factory(engine)() as session:
+        found, _ = search.split_page(session.execute(hits(page)).all(), page)
+        rows = []
+        for hit, video in found:
+            name = video.filename or video.source_uri or "-"
+            label = [hit.label] if several else []
+            if isinstance(hit, LabelSegment):
+                span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
+                model = f"{hit.model_name}:{hit.model_version}"
+                rows.append([f"{hit.score:.3f}", *label, name, *span, model, str(hit.id)])
+            else:
+                duration = f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"
+                scores = [f"{hit.peak_score:.3f}", f"{hit.score:.3f}"]
+                rows.append([*scores, *label, name, duration, str(video.id)])
+    engine.dispose()
+    return rows
 
 
 @app.command("labels")
@@ -196,14 +226,22 @@ def labels_cmd(
     from services.core import vocabulary
     from services.core.db import create_db_engine, session_factory
 
-    engine = create_db_engine(_settings().resolved_database_url)
-    with session_factory(engine)() as session:
-        known = vocabulary.vocabulary(session)
-    engine.dispose()
-    if query is None:
-        rows = [(label, count, "") for label, count in known[:limit]]
+    client = remote_client()
+    if client is not None:
+        with client:
+            found = client.labels(q=query, limit=limit).items
+        rows = [(x.label, x.videos, x.match or "") for x in found]
     else:
-        rows = [(m.label, m.videos, m.kind.name) for m in vocabulary.find_labels(query, known, limit=limit)]
+        engine = create_db_engine(_settings().resolved_database_url)
+        with session_factory(engine)() as session:
+            known = vocabulary.vocabulary(session)
+        engine.dispose()
+        if query is None:
+            rows = [(label, count, "") for label, count in known[:limit]]
+        else:
+            rows = [
+                (m.label, m.videos, m.kind.name) for m in vocabulary.find_labels(query, known, limit=limit)
+            ]
     table = Table(title=f"Labels matching {query!r}" if query else "Labels")
     table.add_column("label")
     table.add_column("videos", justify="right")
@@ -212,6 +250,27 @@ def labels_cmd(
         table.add_row(label, str(count), kind)
     console.print(table)
     if not rows:
+        raise typer.Exit(1)
+
+
+def _index_remote(
+    client: TsmindexClient, paths: list[Path], options: Mapping[str, object], *, wait: bool
+) -> None:
+    from services.api.schemas import IndexOptions
+    from workers.media.files import find_videos
+
+    selection = find_videos(paths)
+    for skipped in selection.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason} ({skipped.detail})", soft_wrap=True
+        )
+    if not selection.videos:
+        console.print("[yellow]no video files found[/yellow]")
+        raise typer.Exit(1)
+    with client:
+        jobs = upload_and_wait(client, selection.videos, IndexOptions.model_validate(options), wait=wait)
+        console.print(jobs_table([(path.name, job) for path, job in jobs], remote_labels(client)))
+    if wait and any(job.status != "succeeded" for _, job in jobs):
         raise typer.Exit(1)
 
 
