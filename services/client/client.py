@@ -49,6 +49,7 @@ class Operation:
     query: tuple[str, ...] = ()
     body: type[BaseModel] | None = None  # a JSON request body
     form: tuple[str, ...] = ()  # multipart/form-data fields
+    media_type: str | None = None  # a response that is bytes of this type (images), not JSON
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -59,6 +60,13 @@ OPERATIONS: dict[str, Operation] = {
     "search": Operation("GET", "/v1/videos", SearchPage, query=(*SEARCH_QUERY, "sort")),
     "moments": Operation("GET", "/v1/moments", MomentPage, query=(*SEARCH_QUERY, "start_s", "end_s")),
     "labels": Operation("GET", "/v1/labels", LabelsOut, query=("q", "model_version", "limit")),
+    "thumbnail": Operation(
+        "GET",
+        "/v1/videos/{video_id}/windows/{window_index}/thumbnail",
+        None,
+        query=("model_version",),
+        media_type="image/jpeg",
+    ),
     "job": Operation("GET", "/v1/jobs/{job_id}", JobOut),
     "jobs": Operation("GET", "/v1/jobs", JobPage, query=("status", "reason", "cursor", "limit")),
     "start_backfill": Operation("POST", "/v1/backfills", BackfillOut, body=BackfillRequest),
@@ -149,6 +157,8 @@ class TsmindexClient:
             except ValueError:
                 detail = response.text
             raise ApiError(response.status_code, detail, method=op.method, url=url)
+        if op.media_type is not None:
+            return response.content
         if op.response is None:
             return None
         return op.response.model_validate_json(response.content)
@@ -269,6 +279,17 @@ class TsmindexClient:
             "labels", params={"q": q, "model_version": model_version, "limit": limit}
         )
         return labels
+
+    def thumbnail(
+        self, video_id: uuid.UUID | str, window_index: int, *, model_version: str | None = None
+    ) -> bytes:
+        """A window's thumbnail (JPEG bytes): the frame of its clip the model saw in the middle."""
+        body: bytes = self._call(
+            "thumbnail",
+            path={"video_id": str(video_id), "window_index": str(window_index)},
+            params={"model_version": model_version},
+        )
+        return body
 
     # Backfills.
 
