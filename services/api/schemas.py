@@ -243,3 +243,20 @@ class ComparisonOut(BaseModel):
     moments_moved: int
     changed: int = Field(description="compared videos with any difference")
     videos: list[VideoChangeOut] = Field(description="the first `limit` changed videos")
+
+
+class SimilarHit(BaseModel):
+    """A window like the query: `score` is the cosine similarity of their clip embeddings."""
+
+    video_id: uuid.UUID
+    filename: str | None
+    window_index: int
+    start_ms: int
+    end_ms: int
+    score: float
+    model: ModelRef
+    thumbnail_url: str | None
+
+
+class SimilarPage(BaseModel):
+    items: list[SimilarHit]

@@ -27,6 +27,7 @@ from services.api.schemas import (
     LabelsOut,
     MomentPage,
     SearchPage,
+    SimilarPage,
     SourceRequest,
     VideoOut,
 )
@@ -60,6 +61,16 @@ OPERATIONS: dict[str, Operation] = {
     "search": Operation("GET", "/v1/videos", SearchPage, query=(*SEARCH_QUERY, "sort")),
     "moments": Operation("GET", "/v1/moments", MomentPage, query=(*SEARCH_QUERY, "start_s", "end_s")),
     "labels": Operation("GET", "/v1/labels", LabelsOut, query=("q", "model_version", "limit")),
+    "similar_to_moment": Operation("GET", "/v1/moments/{moment_id}/similar", SimilarPage, query=("limit",)),
+    "similar_to_window": Operation(
+        "GET",
+        "/v1/videos/{video_id}/windows/{window_index}/similar",
+        SimilarPage,
+        query=("model_version", "limit"),
+    ),
+    "similar_to_clip": Operation(
+        "POST", "/v1/moments/similar", SimilarPage, query=("limit",), form=("file",)
+    ),
     "thumbnail": Operation(
         "GET",
         "/v1/videos/{video_id}/windows/{window_index}/thumbnail",
@@ -279,6 +290,37 @@ class TsmindexClient:
             "labels", params={"q": q, "model_version": model_version, "limit": limit}
         )
         return labels
+
+    def similar_to_moment(self, moment_id: int, *, limit: int = 10) -> SimilarPage:
+        """Windows most like this moment's best window (cosine of clip embeddings), best first."""
+        page: SimilarPage = self._call(
+            "similar_to_moment", path={"moment_id": str(moment_id)}, params={"limit": limit}
+        )
+        return page
+
+    def similar_to_window(
+        self,
+        video_id: uuid.UUID | str,
+        window_index: int,
+        *,
+        model_version: str | None = None,
+        limit: int = 10,
+    ) -> SimilarPage:
+        """Windows most like this window of this video, best first."""
+        page: SimilarPage = self._call(
+            "similar_to_window",
+            path={"video_id": str(video_id), "window_index": str(window_index)},
+            params={"model_version": model_version, "limit": limit},
+        )
+        return page
+
+    def similar_to_clip(self, path: Path, *, limit: int = 10) -> SimilarPage:
+        """Windows most like a short clip, which the platform samples and embeds with its model."""
+        with path.open("rb") as f:
+            page: SimilarPage = self._call(
+                "similar_to_clip", params={"limit": limit}, files={"file": (path.name, f, "video/mp4")}
+            )
+        return page
 
     def thumbnail(
         self, video_id: uuid.UUID | str, window_index: int, *, model_version: str | None = None

