@@ -11,7 +11,10 @@ import io
 import uuid
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from services.core.models import IndexedWindow
 from services.core.storage import ObjectStorage
 
 JPEG_QUALITY = 85
@@ -30,6 +33,14 @@ def encode_jpeg(frames: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
+
+
+def thumbnail_keys(session: Session, video_id: uuid.UUID) -> list[str]:
+    """The stored thumbnails of a video's windows, under every model version (to delete them)."""
+    query = select(IndexedWindow.thumbnail_key).where(
+        IndexedWindow.video_id == video_id, IndexedWindow.thumbnail_key.is_not(None)
+    )
+    return [key for key in session.scalars(query) if key is not None]
 
 
 def store_thumbnail(

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from services.api.main import create_app
 from services.core.apikeys import create_api_key
 from services.core.config import Settings, get_settings
-from services.core.models import LabelSegment, Video
+from services.core.models import IndexedWindow, LabelSegment, Video
 from services.core.similar import SimilarHit, similar_to_vector
 from tests.pgvector_server import *  # noqa: F403
 from workers.cli import app
@@ -174,3 +174,18 @@ def test_the_cli_prints_the_nearest_moments(
     for hit in expected:
         assert hit.filename is not None and hit.filename in result.output
     assert f"{expected[0].neighbour.score:.3f}" in result.output
+
+
+def test_deleting_a_video_removes_its_thumbnails(
+    client: TestClient, platform: PipelineContext, tmp_path: Path
+) -> None:
+    write_demo_clips(tmp_path, count=1, seed=5)
+    [clip] = tmp_path.glob("*/*.mp4")
+    [result] = index_files(platform, [clip])
+    with platform.sessions() as session:
+        keys = session.scalars(
+            select(IndexedWindow.thumbnail_key).where(IndexedWindow.video_id == result.video_id)
+        ).all()
+    assert keys and all(key is not None and platform.storage.exists(key) for key in keys)
+    assert client.delete(f"/v1/videos/{result.video_id}").status_code == 204
+    assert not any(platform.storage.exists(str(key)) for key in keys)

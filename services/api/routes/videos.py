@@ -64,6 +64,7 @@ from services.core.storage import (
     parse_s3_uri,
     s3_object_version,
 )
+from services.core.thumbnails import thumbnail_keys
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -523,13 +524,15 @@ def get_video(
 
 @router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _key: ApiKeyDep) -> None:
-    """Remove the video, its jobs and labels, and our stored copy of its bytes."""
+    """Remove the video, its jobs, labels and windows, our stored copy of its bytes and its thumbnails."""
     _end_read(session)
     with session.begin():
         video = session.get(Video, video_id)
         if video is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
         storage_key = video.storage_key
+        thumbnails = thumbnail_keys(session, video_id)
         session.delete(video)
-    if storage_key is not None:
-        storage.delete(storage_key)
+    for key in [storage_key, *thumbnails]:
+        if key is not None:
+            storage.delete(key)
