@@ -13,6 +13,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     bench_sampling,
     compare,
     corpus,
+    curate,
     export,
     jobs,
     models,
@@ -21,6 +22,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     similar,
     status,
     training,
+    versions,
     watch,
 )
 from workers.cli.app import app, bench_app, main
