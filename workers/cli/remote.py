@@ -103,6 +103,8 @@ def jobs_table(jobs: list[tuple[str, JobOut]], top_labels: Callable[[JobOut], li
         status = job.status if job.reason is None else f"{job.status}: {job.reason}"
         if job.duplicate:
             status += " (already submitted)"
+        if job.truncated:
+            status += f" (truncated: {job.covered_s or 0:.0f} s covered)"
         shown = ", ".join(f"{x.label} {x.score:.3f}" for x in labels[:5])
         table.add_row(name, str(job.id), f"{job.model.name}:{job.model.version}", status, shown)
     return table
