@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from services.api.main import create_app as create_api
 from services.core.config import Settings, get_settings
 from workers.clip_query import ClipEmbedder
-from workers.pipeline import build_classifier
+from workers.indexing.context import build_classifier
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

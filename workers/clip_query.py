@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from services.core.config import Settings
+from services.core.indexing.errors import InferenceError, InferenceUnavailableError
 from services.core.similar import EmbedderUnavailableError, QueryClipError
 from services.core.vectors import ModelKey
-from workers.inference import ClipClassifier, InferenceError
+from workers.inference import ClipClassifier
 from workers.media import MediaError, MediaLimits, sample_clips
 
 
@@ -47,10 +48,10 @@ class ClipEmbedder:
             raise QueryClipError(f"the clip cannot be read: {exc}") from exc
         try:
             [prediction] = self.classifier.classify([sampled.clips[0].frames], top_k=1, with_embedding=True)
-        except InferenceError as exc:
-            if exc.permanent:
-                raise QueryClipError(f"the model refused the clip: {exc}") from exc
+        except InferenceUnavailableError as exc:
             raise EmbedderUnavailableError(f"the model server is unavailable: {exc}") from exc
+        except InferenceError as exc:
+            raise QueryClipError(f"the model refused the clip: {exc}") from exc
         if prediction.embedding is None:
             raise EmbedderUnavailableError("the model server answered without an embedding")
         model = ModelKey(prediction.model_name, prediction.model_version)

@@ -21,7 +21,7 @@ from tests.pgvector_server import *  # noqa: F403
 from workers.cli import app
 from workers.clip_query import ClipEmbedder
 from workers.embedded import embedded_context, index_files
-from workers.pipeline import PipelineContext
+from workers.indexing.context import PipelineContext
 from workers.training.motion import DIRECTION_CLASSES
 from workers.training.shipped import SHIPPED_MODEL, write_demo_clips
 

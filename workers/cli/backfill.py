@@ -20,7 +20,7 @@ from workers.cli.app import app
 from workers.cli.remote import backfill_table, remote_client, run_backfill
 
 if TYPE_CHECKING:
-    from services.core.backfill import BackfillCounts
+    from services.core.backfills import BackfillCounts
 
 console = Console()
 
@@ -52,9 +52,10 @@ def backfill_cmd(
     """Index every object under an S3 prefix: one idempotent job per object, resumable, throttled."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.core import backfill as backfills
+    from services.core import backfills
     from services.core.config import get_settings
-    from services.core.db import create_db_engine, session_factory
+    from services.core.db import db_engine, session_factory
+    from services.core.indexing.options import IndexOptions
     from services.core.models import Backfill
     from services.core.queue import create_producer
 
@@ -93,8 +94,8 @@ def backfill_cmd(
         max_size=max_size,
         modified_since=backfills.as_utc(modified_since) if modified_since else None,
     )
-    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k}.items() if v is not None}
-    engine = create_db_engine(settings.resolved_database_url)
+    options = IndexOptions(window_s=window_s, top_k=top_k).to_job_options()
+    engine = db_engine(settings)
     sessions = session_factory(engine)
     producer = create_producer(settings)
     try:

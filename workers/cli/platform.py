@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from services.client import TsmindexClient
     from services.core import search
     from services.core.config import Settings
+    from services.core.indexing.options import IndexOptions
     from workers.embedded import IndexedVideo
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -107,6 +108,8 @@ def _results_table(results: list[IndexedVideo], top: int) -> Table:
         )
         if r.skipped:
             status += " (already indexed)"
+        if r.shortfall_frames:
+            status += f" [yellow]{r.shortfall_frames} frames did not decode[/yellow]"
         labels = ", ".join(f"{label} {score:.3f}" for label, score in r.labels[:top])
         duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
         windows = str(r.windows)
@@ -124,6 +127,9 @@ def index_cmd(
     window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
     top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
     min_score: Annotated[float | None, typer.Option(help="drop labels scoring less")] = None,
+    sampling: Annotated[
+        str | None, typer.Option(help="exact (segment centres) or keyframe (default TSMINDEX_SAMPLING)")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="with --api: follow the jobs until they end")] = True,
 ) -> None:
     """Index local videos in this process (SQLite, local storage, in-process inference).
@@ -131,7 +137,16 @@ def index_cmd(
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
     Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`).
     With --api URL: upload them to that platform instead, which indexes them with its served model."""
-    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
+    from pydantic import ValidationError
+
+    from services.core.indexing.options import IndexOptions
+
+    given = {"window_s": window_s, "top_k": top_k, "min_score": min_score, "sampling": sampling}
+    try:
+        options = IndexOptions.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     if (client := remote_client()) is not None:
         if checkpoint is not None or model is not None:
             console.print(
@@ -140,7 +155,7 @@ def index_cmd(
             raise typer.Exit(2)
         _index_remote(client, paths, options, wait=wait)
         return
-    results = _run_index(paths, resolve_model_path(checkpoint, model), options)
+    results = _run_index(paths, resolve_model_path(checkpoint, model), options.to_job_options())
     console.print(_results_table(results, top=5))
     if any(r.status != "succeeded" for r in results):
         raise typer.Exit(1)
@@ -253,10 +268,7 @@ def labels_cmd(
         raise typer.Exit(1)
 
 
-def _index_remote(
-    client: TsmindexClient, paths: list[Path], options: Mapping[str, object], *, wait: bool
-) -> None:
-    from services.api.schemas import IndexOptions
+def _index_remote(client: TsmindexClient, paths: list[Path], options: IndexOptions, *, wait: bool) -> None:
     from workers.media.files import find_videos
 
     selection = find_videos(paths)
@@ -268,7 +280,7 @@ def _index_remote(
         console.print("[yellow]no video files found[/yellow]")
         raise typer.Exit(1)
     with client:
-        jobs = upload_and_wait(client, selection.videos, IndexOptions.model_validate(options), wait=wait)
+        jobs = upload_and_wait(client, selection.videos, options, wait=wait)
         console.print(jobs_table([(path.name, job) for path, job in jobs], remote_labels(client)))
     if wait and any(job.status != "succeeded" for _, job in jobs):
         raise typer.Exit(1)
@@ -301,6 +313,31 @@ def api_cmd(
         workers=workers,
         proxy_headers=True,
     )
+
+
+@app.command("reaper")
+def reaper_cmd(
+    once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
+) -> None:
+    """Recover jobs without a human: re-queue jobs whose worker died, re-send lost messages, resume
+    stuck backfills, deliver webhooks. Every worker runs this loop too; one runs at a time."""
+    import time
+
+    from services.core.queue import create_producer
+    from workers.reaping import reaper_pass
+
+    settings = _settings()
+    producer = create_producer(settings)
+    reap = reaper_pass(settings, producer=producer)
+    try:
+        while True:
+            report = reap()
+            console.print(report if report is not None else "another reaper holds the lock")
+            if once:
+                return
+            time.sleep(settings.reaper_interval_s)
+    finally:
+        producer.close()
 
 
 @app.command("worker")

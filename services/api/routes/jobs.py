@@ -33,6 +33,11 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
         finished_at=job.finished_at,
         covered_s=job.covered_s,
         truncated=job.truncated,
+        next_attempt_at=job.next_attempt_at if job.status == JobStatus.queued else None,
+        sampling=job.sampling,
+        shortfall_frames=job.shortfall_frames,
+        shortfall_windows=job.shortfall_windows,
+        decode_fallback=job.decode_fallback,
         duplicate=duplicate,
     )
 
