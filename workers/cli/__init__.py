@@ -20,6 +20,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     models,
     platform,
     serving,
+    similar,
     status,
     training,
     versions,
