@@ -8,6 +8,7 @@ imports (torch, av) happen inside the commands so that ``tsmindex --help`` stays
 from workers.cli import (  # noqa: F401  (imported for their registrations)
     backfill,
     bench_decode,
+    bench_int8,
     bench_model,
     bench_online,
     bench_sampling,
@@ -15,6 +16,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     export,
     models,
     platform,
+    quantize,
     serving,
     status,
     training,
