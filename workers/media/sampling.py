@@ -6,11 +6,11 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from workers.media.decode import VideoReader, decode_frames, make_converter
+from workers.media.decode import Converter, VideoReader, decode_frames, make_converter
 from workers.media.errors import CorruptVideoError, MediaError
 from workers.media.limits import Deadline, MediaLimits
 from workers.media.probe import VideoInfo, VideoSource, describe, local_path, scan
@@ -163,6 +163,7 @@ def sample_clips(
     budget_s: float | None = None,
     threads: int = 1,
     sampling: Sampling = "exact",
+    device: str = "cpu",
 ) -> SampledVideo:
     """Probe ``source`` and return one clip of ``num_segments`` frames per window.
 
@@ -170,6 +171,8 @@ def sample_clips(
     ``sampling`` picks each segment's frame: its centre (``exact``), or a keyframe inside the
     segment where it has one (``keyframe``; files without exact timestamps sample exactly).
     ``budget_s`` (default ``limits.decode_budget_s``) bounds the whole call in wall-clock time.
+    ``device`` "cuda[:N]" decodes with NVDEC and resizes on that GPU where this host can
+    (``workers.media.gpu``), else on the CPU.
     Raises a ``MediaError`` subclass when the file yields no usable frame, or when more of the
     chosen frames fail to decode than ``limits.max_shortfall_fraction`` allows.
     """
@@ -179,7 +182,9 @@ def sample_clips(
     deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
     with (
         local_path(source, limits=limits) as path,
-        VideoReader(path, limits=limits, deadline=deadline, threads=threads) as reader,
+        VideoReader(
+            path, limits=limits, deadline=deadline, threads=threads, hwaccel=_hwaccel(device)
+        ) as reader,
     ):
         result = scan(reader.container, reader.stream, deadline=deadline)
         info = describe(
@@ -196,7 +201,7 @@ def sample_clips(
             keyframes=table.keyframes if used == "keyframe" else None,
         )
         targets = sorted({i for w in windows for i in w.frame_indices})
-        convert = make_converter(resize=resize, crop=crop, rotation=info.rotation)
+        convert = _converter(device, resize=resize, crop=crop, rotation=info.rotation)
         reader.rewind()  # the scan left the demuxer at the end of the file
         frames = decode_frames(reader, table, targets, convert)
         stats = reader.stats
@@ -220,6 +225,25 @@ def sample_clips(
             f"the limit is {limits.max_shortfall_fraction:.0%}"
         )
     return sampled
+
+
+def _hwaccel(device: str) -> Any:
+    if device == "cpu":
+        return None
+    from workers.media.gpu import hwaccel_for
+
+    return hwaccel_for(device)
+
+
+def _converter(device: str, *, resize: int, crop: int, rotation: int) -> Converter:
+    """swscale on the CPU; torch on a GPU where there is one (``device`` "cuda[:N]")."""
+    if device == "cpu":
+        return make_converter(resize=resize, crop=crop, rotation=rotation)
+    from workers.media.gpu import cuda_decode_available, make_tensor_converter
+
+    if device.startswith("cuda") and not cuda_decode_available():
+        return make_converter(resize=resize, crop=crop, rotation=rotation)
+    return make_tensor_converter(resize=resize, crop=crop, rotation=rotation, device=device)
 
 
 def _assemble(windows: Sequence[Window], frames: dict[int, np.ndarray]) -> tuple[list[Clip], list[Shortfall]]:
