@@ -43,6 +43,7 @@ def build_archive(
     version: str | None = None,
     precision: Precision = "auto",
     int8_model: str | Path | None = None,
+    compile: bool = False,
     timeout_s: float = 600.0,
 ) -> Path:
     """Write ``<out_dir>/<model_name>.mar`` (replacing it) and return its path.
@@ -50,6 +51,7 @@ def build_archive(
     ``version`` (default: the card's) is the archive version TorchServe keys per-model settings on.
     ``precision`` goes into the archive's model config; "auto" lets the handler pick per device.
     Precision "int8" needs ``int8_model`` (``tsmindex model quantize``), which the handler serves.
+    ``compile`` has the handler run the network through ``torch.compile``.
     """
     if (precision == "int8") != (int8_model is not None):
         raise ArchiveError("precision 'int8' and an int8 model go together")
@@ -73,7 +75,8 @@ def build_archive(
         save_checkpoint(weights, model, card)
         # Only keys the handler reads: batch settings stay in config.properties, which an archive
         # value would silently override.
-        (tmp / MODEL_CONFIG_FILE).write_text(f"precision: {precision}\n")
+        config = f"precision: {precision}\n" + ("compile: true\n" if compile else "")
+        (tmp / MODEL_CONFIG_FILE).write_text(config)
         command = [
             sys.executable,
             "-m",

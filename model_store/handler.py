@@ -50,7 +50,8 @@ class TSMHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no type
         else:
             device = torch.device("cpu")
         card = ModelCard.from_dict(json.loads((model_dir / CARD_FILE).read_text()))
-        precision = (getattr(context, "model_yaml_config", None) or {}).get("precision", "auto")
+        model_config = getattr(context, "model_yaml_config", None) or {}
+        precision = model_config.get("precision", "auto")
         if precision == "int8":  # the archive's quantized graph; a CPU path, whatever the host has
             device = torch.device("cpu")
             self.clip_model = ClipModel(
@@ -58,7 +59,8 @@ class TSMHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no type
             )
         else:
             model, card = load_model(model_dir / context.manifest["model"]["serializedFile"], card=card)
-            self.clip_model = ClipModel(model, card, device=device, precision=precision)
+            compile_ = bool(model_config.get("compile", False))
+            self.clip_model = ClipModel(model, card, device=device, precision=precision, compile=compile_)
         self.device = device
         self.context = context
         self.initialized = True

@@ -8,7 +8,7 @@ torch, numpy, the standard library and ``model_store.tsm``.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,8 @@ class ClipModel:
     """A TSM network with its card: parses, batches, runs and describes clips.
 
     ``model`` is the torch network, or an :class:`Int8Network` for precision "int8" (CPU only).
+    ``compile`` runs the torch network through ``torch.compile`` (Inductor): slower to start,
+    often faster on a GPU; off by default.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class ClipModel:
         *,
         device: torch.device | str | None = None,
         precision: Precision = "auto",
+        compile: bool = False,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if isinstance(model, Int8Network) != (precision == "int8"):
@@ -89,6 +92,10 @@ class ClipModel:
         self.num_segments = card.config.num_segments
         self.crop = card.preprocess.crop
         self.model: TSM | Int8Network = model if isinstance(model, Int8Network) else self._prepare(model)
+        self.compiled = compile and not isinstance(self.model, Int8Network)
+        self._forward: Callable[[Tensor], tuple[Tensor, Tensor]] = (
+            torch.compile(self.model.forward_features) if self.compiled else self.model.forward_features
+        )
         self._mean = torch.tensor(card.preprocess.mean, device=self.device).view(1, 1, 3, 1, 1)
         self._std = torch.tensor(card.preprocess.std, device=self.device).view(1, 1, 3, 1, 1)
 
@@ -110,6 +117,7 @@ class ClipModel:
         device: torch.device | str | None = None,
         precision: Precision = "auto",
         int8_model: str | Path | None = None,
+        compile: bool = False,
     ) -> ClipModel:
         """The checkpoint's network; with precision "int8", ``int8_model`` (its quantized graph)
         runs instead and the checkpoint only gives the card."""
@@ -118,7 +126,7 @@ class ClipModel:
                 raise ValueError("precision 'int8' needs the quantized model (`tsmindex model quantize`)")
             return cls(Int8Network(int8_model), card or read_card(path), device="cpu", precision="int8")
         model, card = load_model(path, card=card)
-        return cls(model, card, device=device, precision=precision)
+        return cls(model, card, device=device, precision=precision, compile=compile)
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -172,7 +180,7 @@ class ClipModel:
     def infer(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Input [N, T, 3, H, W] -> (probabilities [N, K], embeddings [N, D]), float32 on the CPU."""
         with torch.inference_mode(), self._autocast():
-            logits, embeddings = self.model.forward_features(batch)
+            logits, embeddings = self._forward(batch)
         probs = torch.softmax(logits.float(), dim=1)
         return probs.cpu(), embeddings.float().cpu()
 

@@ -270,10 +270,13 @@ class InProcessEngine:
         batch_size: int | None = None,
         precision: Precision = "auto",
         int8_model: str | Path | None = None,
+        compile: bool = False,
     ) -> InProcessEngine:
         from model_store.inference import ClipModel
 
-        model = ClipModel.from_checkpoint(path, device=device, precision=precision, int8_model=int8_model)
+        model = ClipModel.from_checkpoint(
+            path, device=device, precision=precision, int8_model=int8_model, compile=compile
+        )
         return cls(model, batch_size=batch_size)
 
     @classmethod
@@ -285,6 +288,7 @@ class InProcessEngine:
             settings.checkpoint_path,
             precision=settings.inference_precision,
             int8_model=settings.int8_model_path,
+            compile=settings.inference_compile,
         )
 
     def classify(

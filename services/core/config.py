@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     # (opt-in, CPU) runs int8_model_path, made by `tsmindex model quantize` from checkpoint_path.
     inference_precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
     int8_model_path: Path | None = None
+    inference_compile: bool = False  # torch.compile the in-process network (slow start; for GPUs)
     clip_resize: int = 256  # worker-side resize/crop: must match the served model's preprocessing
     clip_crop: int = 224
     top_k: int = 5

@@ -188,3 +188,16 @@ def test_precision_and_batch_size_follow_the_device() -> None:
     assert resolve_precision(torch.device("cpu"), "fp32") == "fp32"
     assert default_batch_size(torch.device("cuda")) == GPU_BATCH_SIZE == 16
     assert default_batch_size(torch.device("cpu")) == CPU_BATCH_SIZE
+
+
+def test_compiled_forward_gives_the_eager_answers(card: ModelCard, model: ClipModel) -> None:
+    assert isinstance(model.model, TSM)
+    compiled = ClipModel(model.model, card, device="cpu", precision="fp32", compile=True)
+    assert compiled.compiled and not model.compiled
+    clips = [clip(40), clip(41)]
+    want = model.classify(clips, with_embedding=True)
+    got = compiled.classify(clips, with_embedding=True)
+    assert [[x["index"] for x in r["labels"]] for r in got] == [
+        [x["index"] for x in r["labels"]] for r in want
+    ]
+    np.testing.assert_allclose(got[0]["embedding"], want[0]["embedding"], rtol=1e-3, atol=1e-4)

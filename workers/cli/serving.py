@@ -52,6 +52,7 @@ def build(
         Path | None,
         typer.Option(help="The int8 graph of this checkpoint (`tsmindex model quantize`); serves int8."),
     ] = None,
+    compile: Annotated[bool, typer.Option(help="The handler runs torch.compile (GPU hosts).")] = False,
     out: Annotated[Path, typer.Option(help="Directory for <model-name>.mar.")] = DEFAULT_MODEL_STORE,
 ) -> None:
     """Write the TorchServe archive (.mar) for a checkpoint, a known model, or random weights.
@@ -82,6 +83,7 @@ def build(
         version=version,
         precision=precision,  # type: ignore[arg-type]
         int8_model=int8_model,
+        compile=compile,
     )
     typer.echo(
         f"{path}  ({card.config.arch}, {card.config.num_classes} classes, version {version or card.version})"
