@@ -300,6 +300,7 @@ def _run(job: _JobSnapshot, ctx: PipelineContext) -> JobResult:
                 crop=s.clip_crop,
                 limits=limits,
                 budget_s=s.decode_budget_s,
+                device=s.decode_device,
             )
     clips = [clip.frames for clip in sampled.clips]
     predictions: list[ClipPrediction] = []

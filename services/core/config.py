@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # Which frame of each TSN segment a clip takes: its centre ("exact") or a keyframe inside the
     # segment ("keyframe", decodes far fewer frames). README "Sampling" has the measured trade-off.
     sampling: Literal["exact", "keyframe"] = "exact"
+    # Where workers decode and resize: "cpu", or "cuda[:N]" for NVDEC and GPU resizing (falls back
+    # to the CPU where PyAV or torch sees no GPU). docker-compose.gpu.yml sets it.
+    decode_device: str = "cpu"
     # A video whose sampled frames fail to decode beyond this fraction fails as corrupt; below it,
     # each missing frame is replaced by its window's nearest decoded frame and counted.
     max_shortfall_fraction: float = Field(default=0.25, ge=0.0, le=1.0)

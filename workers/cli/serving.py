@@ -211,6 +211,9 @@ def bench_serve(
     workers: Annotated[int, typer.Option(help="TorchServe workers for the model.")] = 1,
     rounds: Annotated[int, typer.Option(help="Alternating rounds per side; medians are reported.")] = 3,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench-results/serve.json"),
+    device: Annotated[
+        str | None, typer.Option(help="In-process side: cpu or cuda (default: CUDA where present).")
+    ] = None,
 ) -> None:
     """Served vs in-process clips/s for the same clips, per batch size, and the batch fill under load."""
     from rich.console import Console
@@ -239,10 +242,11 @@ def bench_serve(
             workers=workers,
             rounds=rounds,
             on_row=on_row,
+            device=device,
         )
     table = Table(
         title=f"{arch}, {num_segments}x{crop}px clips, max({clips}, 2 x batch) clips x {rounds} rounds, "
-        f"{meta['precision']}, "
+        f"{meta['precision']} on {meta['device']}, "
         f"{meta['cpu_count']} CPUs"
     )
     for column in (
