@@ -13,14 +13,18 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     bench_online,
     bench_sampling,
     bench_threads,
+    compare,
     corpus,
+    curate,
     export,
+    jobs,
     models,
     platform,
     quantize,
     serving,
     status,
     training,
+    versions,
     watch,
 )
 from workers.cli.app import app, bench_app, main

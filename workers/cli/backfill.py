@@ -15,10 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.api.schemas import BackfillRequest
 from workers.cli.app import app
+from workers.cli.remote import backfill_table, remote_client, run_backfill
 
 if TYPE_CHECKING:
-    from services.core.backfill import BackfillCounts
+    from services.core.backfills import BackfillCounts
 
 console = Console()
 
@@ -50,15 +52,37 @@ def backfill_cmd(
     """Index every object under an S3 prefix: one idempotent job per object, resumable, throttled."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.core import backfill as backfills
+    from services.core import backfills
     from services.core.config import get_settings
-    from services.core.db import create_db_engine, session_factory
+    from services.core.db import db_engine, session_factory
+    from services.core.indexing.options import IndexOptions
     from services.core.models import Backfill
     from services.core.queue import create_producer
 
     if (uri is None) == (resume is None):
         console.print("[red]give either s3://bucket/prefix or --resume ID[/red]")
         raise typer.Exit(2)
+    if (client := remote_client()) is not None:
+        if uri is None:
+            console.print(
+                "[red]--api: the platform resumes its backfills itself; give s3://bucket/prefix[/red]"
+            )
+            raise typer.Exit(2)
+        request = BackfillRequest(
+            source_uri=uri,
+            extensions=ext,
+            all_extensions=all_extensions,
+            min_size=min_size,
+            max_size=max_size,
+            modified_since=modified_since,
+            output_uri=output,
+            window_s=window_s,
+            top_k=top_k,
+        )
+        with client:
+            remote = run_backfill(client, request, wait=wait)
+        console.print(backfill_table(remote))
+        raise typer.Exit(1 if remote.status in ("failed", "cancelled") else 0)
     settings = get_settings()
     filters = backfills.BackfillFilters(
         extensions=None
@@ -70,8 +94,8 @@ def backfill_cmd(
         max_size=max_size,
         modified_since=backfills.as_utc(modified_since) if modified_since else None,
     )
-    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k}.items() if v is not None}
-    engine = create_db_engine(settings.resolved_database_url)
+    options = IndexOptions(window_s=window_s, top_k=top_k).to_job_options()
+    engine = db_engine(settings)
     sessions = session_factory(engine)
     producer = create_producer(settings)
     try:

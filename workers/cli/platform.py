@@ -13,9 +13,12 @@ from rich.table import Table
 
 from workers.cli.app import app
 from workers.cli.models import ModelOpt, resolve_model_path
+from workers.cli.remote import jobs_table, remote_client, remote_labels, search_rows, upload_and_wait
 
 if TYPE_CHECKING:
+    from services.client import TsmindexClient
     from services.core.config import Settings
+    from services.core.indexing.options import IndexOptions
     from workers.embedded import IndexedVideo
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -97,6 +100,8 @@ def _results_table(results: list[IndexedVideo], top: int) -> Table:
         )
         if r.skipped:
             status += " (already indexed)"
+        if r.shortfall_frames:
+            status += f" [yellow]{r.shortfall_frames} frames did not decode[/yellow]"
         labels = ", ".join(f"{label} {score:.3f}" for label, score in r.labels[:top])
         duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
         table.add_row(r.path.name, status, duration, str(r.windows), labels)
@@ -111,13 +116,35 @@ def index_cmd(
     window_s: Annotated[float | None, typer.Option(help="window length in seconds")] = None,
     top_k: Annotated[int | None, typer.Option(help="labels kept per video and per window")] = None,
     min_score: Annotated[float | None, typer.Option(help="drop labels scoring less")] = None,
+    sampling: Annotated[
+        str | None, typer.Option(help="exact (segment centres) or keyframe (default TSMINDEX_SAMPLING)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="with --api: follow the jobs until they end")] = True,
 ) -> None:
     """Index local videos in this process (SQLite, local storage, in-process inference).
 
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
-    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`)."""
-    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
-    results = _run_index(paths, resolve_model_path(checkpoint, model), options)
+    Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`).
+    With --api URL: upload them to that platform instead, which indexes them with its served model."""
+    from pydantic import ValidationError
+
+    from services.core.indexing.options import IndexOptions
+
+    given = {"window_s": window_s, "top_k": top_k, "min_score": min_score, "sampling": sampling}
+    try:
+        options = IndexOptions.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if (client := remote_client()) is not None:
+        if checkpoint is not None or model is not None:
+            console.print(
+                "[red]--api: the platform indexes with the model it serves; drop --checkpoint/--model"
+            )
+            raise typer.Exit(2)
+        _index_remote(client, paths, options, wait=wait)
+        return
+    results = _run_index(paths, resolve_model_path(checkpoint, model), options.to_job_options())
     console.print(_results_table(results, top=5))
     if any(r.status != "succeeded" for r in results):
         raise typer.Exit(1)
@@ -131,16 +158,12 @@ def search_cmd(
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
 ) -> None:
     """Search the index for videos with a label (with --moments, where in them), best score first."""
-    from services.core import search
-    from services.core.db import create_db_engine, session_factory
-    from services.core.models import LabelSegment
-
-    engine = create_db_engine(_settings().resolved_database_url)
-    hits = search.moment_hits if moments else search.video_hits
-    with session_factory(engine)() as session:
-        page = search.PageRequest(label, min_score=min_score, limit=limit)
-        rows, _ = search.split_page(session.execute(hits(page)).all(), page)
-    engine.dispose()
+    client = remote_client()
+    if client is not None:
+        with client:
+            rows = search_rows(client, label, min_score=min_score, moments=moments, limit=limit)
+    else:
+        rows = _search_rows(label, min_score=min_score, moments=moments, limit=limit)
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
     columns = (
         ["score", "video", "from", "to", "model", "id"]
@@ -149,15 +172,53 @@ def search_cmd(
     )
     for column in columns:
         table.add_column(column, justify="left" if column in ("video", "model", "id") else "right")
-    for hit, video in rows:
-        name = video.filename or video.source_uri or "-"
-        if isinstance(hit, LabelSegment):
-            span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
-        else:
-            span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]
-        table.add_row(f"{hit.score:.3f}", name, *span, f"{hit.model_name}:{hit.model_version}", str(video.id))
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if not rows:
+        raise typer.Exit(1)
+
+
+def _search_rows(label: str, *, min_score: float, moments: bool, limit: int) -> list[list[str]]:
+    """The rows ``tsmindex search`` prints, read from the local database."""
+    from services.core import search
+    from services.core.db import create_db_engine, session_factory
+    from services.core.models import LabelSegment
+
+    engine = create_db_engine(_settings().resolved_database_url)
+    hits = search.moment_hits if moments else search.video_hits
+    with session_factory(engine)() as session:
+        page = search.PageRequest(label, min_score=min_score, limit=limit)
+        found, _ = search.split_page(session.execute(hits(page)).all(), page)
+        rows = []
+        for hit, video in found:
+            name = video.filename or video.source_uri or "-"
+            if isinstance(hit, LabelSegment):
+                span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
+            else:
+                span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]
+            rows.append(
+                [f"{hit.score:.3f}", name, *span, f"{hit.model_name}:{hit.model_version}", str(video.id)]
+            )
+    engine.dispose()
+    return rows
+
+
+def _index_remote(client: TsmindexClient, paths: list[Path], options: IndexOptions, *, wait: bool) -> None:
+    from workers.media.files import find_videos
+
+    selection = find_videos(paths)
+    for skipped in selection.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason} ({skipped.detail})", soft_wrap=True
+        )
+    if not selection.videos:
+        console.print("[yellow]no video files found[/yellow]")
+        raise typer.Exit(1)
+    with client:
+        jobs = upload_and_wait(client, selection.videos, options, wait=wait)
+        console.print(jobs_table([(path.name, job) for path, job in jobs], remote_labels(client)))
+    if wait and any(job.status != "succeeded" for _, job in jobs):
         raise typer.Exit(1)
 
 
@@ -188,6 +249,31 @@ def api_cmd(
         workers=workers,
         proxy_headers=True,
     )
+
+
+@app.command("reaper")
+def reaper_cmd(
+    once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
+) -> None:
+    """Recover jobs without a human: re-queue jobs whose worker died, re-send lost messages, resume
+    stuck backfills, deliver webhooks. Every worker runs this loop too; one runs at a time."""
+    import time
+
+    from services.core.queue import create_producer
+    from workers.reaping import reaper_pass
+
+    settings = _settings()
+    producer = create_producer(settings)
+    reap = reaper_pass(settings, producer=producer)
+    try:
+        while True:
+            report = reap()
+            console.print(report if report is not None else "another reaper holds the lock")
+            if once:
+                return
+            time.sleep(settings.reaper_interval_s)
+    finally:
+        producer.close()
 
 
 @app.command("worker")

@@ -1,0 +1,329 @@
+"""``TsmindexClient``: the HTTP API's operations as typed methods.
+
+Each method calls one operation of ``OPERATIONS`` (method, path template, query parameters, form
+fields, request and response models); ``tests/services/test_client_openapi.py`` fails when one of them
+is not what the served OpenAPI document says. ``wait`` and ``wait_backfill`` poll on top of them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from services.api.schemas import (
+    BackfillOut,
+    BackfillRequest,
+    ComparisonOut,
+    JobOut,
+    JobPage,
+    LabelsOut,
+    MomentPage,
+    SearchPage,
+    SourceRequest,
+    VideoOut,
+)
+from services.client.errors import ApiError, ApiUnavailableError, WaitTimeoutError
+from services.core.indexing.options import IndexOptions
+
+Model = TypeVar("Model", bound=BaseModel)
+
+FINISHED_JOB = ("succeeded", "failed")
+FINISHED_BACKFILL = ("completed", "failed", "cancelled")
+SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One HTTP operation of the API as the client calls it."""
+
+    method: str
+    path: str  # the OpenAPI path template
+    response: type[BaseModel] | None
+    query: tuple[str, ...] = ()
+    body: type[BaseModel] | None = None  # a JSON request body
+    form: tuple[str, ...] = ()  # multipart/form-data fields
+
+
+OPERATIONS: dict[str, Operation] = {
+    "upload": Operation("POST", "/v1/videos", JobOut, form=("file", *IndexOptions.model_fields)),
+    "submit_source": Operation("POST", "/v1/videos", JobOut, body=SourceRequest),
+    "video": Operation("GET", "/v1/videos/{video_id}", VideoOut, query=("model_version",)),
+    "delete_video": Operation("DELETE", "/v1/videos/{video_id}", None),
+    "search": Operation("GET", "/v1/videos", SearchPage, query=SEARCH_QUERY),
+    "moments": Operation("GET", "/v1/moments", MomentPage, query=SEARCH_QUERY),
+    "labels": Operation("GET", "/v1/labels", LabelsOut),
+    "job": Operation("GET", "/v1/jobs/{job_id}", JobOut),
+    "jobs": Operation("GET", "/v1/jobs", JobPage, query=("status", "reason", "cursor", "limit")),
+    "start_backfill": Operation("POST", "/v1/backfills", BackfillOut, body=BackfillRequest),
+    "backfill": Operation("GET", "/v1/backfills/{backfill_id}", BackfillOut),
+    "cancel_backfill": Operation("POST", "/v1/backfills/{backfill_id}/cancel", BackfillOut),
+    "compare": Operation("GET", "/v1/compare", ComparisonOut, query=("a", "b", "video_id", "limit")),
+}
+
+
+class _ProgressReader:
+    """A file that reports how many bytes httpx has read from it (the upload's progress)."""
+
+    def __init__(self, file: IO[bytes], total: int, on_progress: Callable[[int, int], None]) -> None:
+        self._file, self._total, self._on_progress, self._done = file, total, on_progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        self._done += len(chunk)
+        self._on_progress(self._done, self._total)
+        return chunk
+
+    def fileno(self) -> int:  # httpx sizes the part from the file's stat
+        return self._file.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
+class TsmindexClient:
+    """The tsmindex API at ``base_url``, authenticated by ``api_key`` (a bearer token)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> TsmindexClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _call(
+        self,
+        name: str,
+        *,
+        path: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json: BaseModel | None = None,
+        **send: Any,
+    ) -> Any:
+        """Send operation ``name``; its parsed response model (None for an empty answer)."""
+        op = OPERATIONS[name]
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        unknown = set(query) - set(op.query)
+        if unknown:
+            raise TypeError(f"{name}: no query parameter {sorted(unknown)}")
+        url = op.path.format(**(path or {}))
+        content = json.model_dump_json(exclude_none=True).encode() if json is not None else None
+        headers = {"Content-Type": "application/json"} if json is not None else {}
+        headers |= send.pop("headers", {})
+        try:
+            response = self._http.request(
+                op.method, url, params=query, content=content, headers=headers, **send
+            )
+        except httpx.TransportError as exc:
+            raise ApiUnavailableError(f"{op.method} {self._http.base_url}{url}: {exc}") from exc
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, detail, method=op.method, url=url)
+        if op.response is None:
+            return None
+        return op.response.model_validate_json(response.content)
+
+    # Videos and jobs.
+
+    def upload(
+        self,
+        path: Path,
+        *,
+        options: IndexOptions | None = None,
+        idempotency_key: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> JobOut:
+        """Upload a video file; ``on_progress(sent, total)`` follows the bytes sent."""
+        fields = (options or IndexOptions()).to_job_options()
+        data = {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in fields.items()}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        with path.open("rb") as f:
+            total = path.stat().st_size
+            body: Any = _ProgressReader(f, total, on_progress) if on_progress else f
+            job: JobOut = self._call(
+                "upload", files={"file": (path.name, body, "video/mp4")}, data=data, headers=headers
+            )
+        return job
+
+    def submit_source(self, request: SourceRequest, *, idempotency_key: str | None = None) -> JobOut:
+        """Index an S3 object the API's workers can read (``s3://bucket/key``)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        job: JobOut = self._call("submit_source", json=request, headers=headers)
+        return job
+
+    def video(self, video_id: uuid.UUID | str, *, model_version: str | None = None) -> VideoOut:
+        video: VideoOut = self._call(
+            "video", path={"video_id": str(video_id)}, params={"model_version": model_version}
+        )
+        return video
+
+    def delete_video(self, video_id: uuid.UUID | str) -> None:
+        self._call("delete_video", path={"video_id": str(video_id)})
+
+    def job(self, job_id: uuid.UUID | str) -> JobOut:
+        job: JobOut = self._call("job", path={"job_id": str(job_id)})
+        return job
+
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        reason: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        page: JobPage = self._call(
+            "jobs", params={"status": status, "reason": reason, "cursor": cursor, "limit": limit}
+        )
+        return page
+
+    def wait(
+        self,
+        job_id: uuid.UUID | str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 1.0,
+        on_update: Callable[[JobOut], None] | None = None,
+    ) -> JobOut:
+        """Poll the job until it has succeeded or failed."""
+        for job in _polled(lambda: self.job(job_id), timeout_s, poll_s, f"job {job_id}"):
+            if on_update is not None:
+                on_update(job)
+            if job.status in FINISHED_JOB:
+                return job
+        raise AssertionError("unreachable")
+
+    # Search.
+
+    def search(
+        self,
+        label: str,
+        *,
+        min_score: float = 0.0,
+        model_version: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> SearchPage:
+        """Videos whose video-level ``label`` scores at least ``min_score``, best first."""
+        page: SearchPage = self._call(
+            "search", params=_search(label, min_score, model_version, cursor, limit)
+        )
+        return page
+
+    def moments(
+        self,
+        label: str,
+        *,
+        min_score: float = 0.0,
+        model_version: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> MomentPage:
+        """Where ``label`` happens: runs of windows, best first."""
+        page: MomentPage = self._call(
+            "moments", params=_search(label, min_score, model_version, cursor, limit)
+        )
+        return page
+
+    def labels(self) -> LabelsOut:
+        labels: LabelsOut = self._call("labels")
+        return labels
+
+    # Backfills.
+
+    def start_backfill(self, request: BackfillRequest) -> BackfillOut:
+        backfill: BackfillOut = self._call("start_backfill", json=request)
+        return backfill
+
+    def backfill(self, backfill_id: uuid.UUID | str) -> BackfillOut:
+        backfill: BackfillOut = self._call("backfill", path={"backfill_id": str(backfill_id)})
+        return backfill
+
+    def cancel_backfill(self, backfill_id: uuid.UUID | str) -> BackfillOut:
+        backfill: BackfillOut = self._call("cancel_backfill", path={"backfill_id": str(backfill_id)})
+        return backfill
+
+    def wait_backfill(
+        self,
+        backfill_id: uuid.UUID | str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 1.0,
+        on_update: Callable[[BackfillOut], None] | None = None,
+    ) -> BackfillOut:
+        """Poll the backfill until it has completed, failed or been cancelled."""
+        for row in _polled(lambda: self.backfill(backfill_id), timeout_s, poll_s, f"backfill {backfill_id}"):
+            if on_update is not None:
+                on_update(row)
+            if row.status in FINISHED_BACKFILL:
+                return row
+        raise AssertionError("unreachable")
+
+    # Model versions.
+
+    def compare(
+        self,
+        a: str,
+        b: str,
+        *,
+        video_ids: list[uuid.UUID] | None = None,
+        limit: int = 100,
+    ) -> ComparisonOut:
+        """What changed from model version ``a`` to ``b`` (each ``NAME:VERSION``)."""
+        ids = [str(v) for v in video_ids] if video_ids else None
+        result: ComparisonOut = self._call(
+            "compare", params={"a": a, "b": b, "video_id": ids, "limit": limit}
+        )
+        return result
+
+
+def _search(
+    label: str, min_score: float, model_version: str | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    return {
+        "label": label,
+        "min_score": min_score,
+        "model_version": model_version,
+        "cursor": cursor,
+        "limit": limit,
+    }
+
+
+def _polled(read: Callable[[], Model], timeout_s: float | None, poll_s: float, what: str) -> Iterator[Model]:
+    """``read()`` every ``poll_s`` until the caller stops; ``WaitTimeoutError`` after ``timeout_s``."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        yield read()
+        if deadline is not None and time.monotonic() > deadline:
+            raise WaitTimeoutError(f"{what} still running after {timeout_s} s")
+        time.sleep(poll_s)

@@ -1,0 +1,74 @@
+"""``tsmindex models retire NAME:VERSION``: delete one model version's labels, moments and jobs from
+the index, in batches, with progress (after a reindex to a newer version)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workers.cli.models import models_app
+from workers.cli.remote import local_only
+
+console = Console()
+
+
+@models_app.command("retire")
+def retire_cmd(
+    version: Annotated[str, typer.Argument(help="the version to delete, NAME:VERSION (e.g. tsm:1)")],
+    batch_size: Annotated[int, typer.Option(min=1, help="rows deleted per transaction")] = 5000,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    force: Annotated[bool, typer.Option(help="even if it is the version the settings serve")] = False,
+) -> None:
+    """Delete a model version's labels, windows, moments and jobs from the index (batches, progress)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from services.core.config import get_settings
+    from services.core.db import create_db_engine, session_factory
+    from services.core.versions import ModelVersion, ModelVersionError, retire_version, version_rows
+
+    local_only("models retire")
+    try:
+        model = ModelVersion.parse(version)
+    except ModelVersionError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    settings = get_settings()
+    if model == ModelVersion(settings.model_name, settings.model_version) and not force:
+        console.print(f"[red]{model} is the version these settings serve; retire it with --force[/red]")
+        raise typer.Exit(2)
+    engine = create_db_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+    try:
+        with sessions() as session:
+            rows = version_rows(session, model)
+        if not any(rows.values()):
+            console.print(f"[yellow]the index holds nothing of {model}[/yellow]")
+            raise typer.Exit(1)
+        console.print(_rows_table(f"{model} in the index", rows))
+        if not yes and not typer.confirm(f"delete all of {model}?"):
+            raise typer.Exit(1)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bars:
+            tasks = {table: bars.add_task(table, total=n) for table, n in rows.items()}
+            deleted = retire_version(
+                sessions,
+                model,
+                batch_size=batch_size,
+                on_batch=lambda table, n: bars.advance(tasks[table], n),
+            )
+    finally:
+        engine.dispose()
+    console.print(_rows_table(f"{model} retired", deleted, column="deleted"))
+
+
+def _rows_table(title: str, rows: dict[str, int], *, column: str = "rows") -> Table:
+    table = Table(title=title)
+    table.add_column("table")
+    table.add_column(column, justify="right")
+    for name, n in rows.items():
+        table.add_row(name, str(n))
+    return table
