@@ -58,25 +58,50 @@ ProducerDep = Annotated[Celery, Depends(get_producer)]
 SourceS3Dep = Annotated[Any, Depends(get_source_s3)]
 
 
-def invalid_cursor(cursor: str | None) -> RequestValidationError:
+def _query_error(name: str, message: str, value: object) -> RequestValidationError:
     """A 422 shaped like FastAPI's own validation errors, as the OpenAPI description says."""
     return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", "cursor"), "msg": "invalid cursor", "input": cursor}]
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
     )
 
 
+def invalid_cursor(cursor: str | None) -> RequestValidationError:
+    return _query_error("cursor", "invalid cursor", cursor)
+
+
 def search_params(
-    label: Annotated[str, Query(min_length=1, max_length=200)],
+    label: Annotated[
+        list[str],
+        Query(min_length=1, max_length=20, description="a label; repeat for several (see `match`)"),
+    ],
     min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    sort: Annotated[search.Sort, Query(description="videos: by the best window (peak) or the mean")] = "peak",
+    match: Annotated[search.Match, Query(description="several labels: any of them, or all")] = "any",
+    start_s: Annotated[float | None, Query(ge=0, description="moments overlapping [start_s, end_s)")] = None,
+    end_s: Annotated[float | None, Query(gt=0)] = None,
 ) -> search.PageRequest:
+    if any(not 1 <= len(name) <= 200 for name in label):
+        raise _query_error("label", "a label is 1 to 200 characters", label)
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise _query_error("end_s", "end_s must come after start_s", end_s)
     try:
         after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
         raise invalid_cursor(cursor) from exc
-    return search.PageRequest(label, min_score, model_version, after, limit)
+    return search.PageRequest(
+        label,
+        min_score,
+        model_version,
+        after,
+        limit,
+        sort=sort,
+        match=match,
+        start_ms=None if start_s is None else round(start_s * 1000),
+        end_ms=None if end_s is None else round(end_s * 1000),
+    )
 
 
 SearchDep = Annotated[search.PageRequest, Depends(search_params)]

@@ -35,7 +35,8 @@ from services.core.security import hash_api_key
 log = logging.getLogger(__name__)
 
 FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around an uploaded file
-UPLOAD_PATH = "/v1/videos"
+# Routes that take a multipart video (an upload, a query clip): the upload limit, not the JSON one.
+UPLOAD_PATHS = frozenset({"/v1/videos", "/v1/moments/similar"})
 # Open to anyone: liveness, readiness, and the API's own description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 METRICS_PATH = "/metrics"
@@ -87,7 +88,7 @@ class BodyTooLargeError(HTTPException):
 
 def body_limit(scope: Scope, settings: Settings) -> BodyLimit:
     """A video upload gets the upload limit (plus the form around the file), anything else a JSON one."""
-    if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH and _is_multipart(scope):
+    if scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS and _is_multipart(scope):
         return BodyLimit(
             settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
             f"uploads are limited to {settings.max_upload_bytes} bytes",

@@ -27,9 +27,11 @@ from services.api.routes import (
     jobs,
     labels,
     moments,
+    similar,
     tenant,
     uploads,
     videos,
+    windows,
 )
 from services.core import metrics
 from services.core.config import Mode, Settings, get_settings
@@ -37,6 +39,7 @@ from services.core.db import db_engine, session_factory, upgrade_database
 from services.core.indexing.errors import IndexingError, reason_for
 from services.core.queue import INDEX_QUEUE, create_producer
 from services.core.ratelimit import RateLimiter
+from services.core.similar import ClipEmbedder
 from services.core.storage import make_storage, s3_client
 
 
@@ -63,7 +66,9 @@ def _rate_limiter(settings: Settings) -> RateLimiter | None:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder | None = None) -> FastAPI:
+    """The API; ``clip_embedder`` (given by ``workers.api_app``, which has the model) answers
+    search by uploaded clip, which is refused with 503 without it."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -73,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Embedded mode migrates its own file; Postgres is migrated by `tsmindex db upgrade`.
             upgrade_database(engine)
         app.state.settings = settings
+        app.state.clip_embedder = clip_embedder
         app.state.sessions = session_factory(engine)
         app.state.storage = make_storage(settings)
         app.state.source_s3 = s3_client(settings)
@@ -115,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.router,
         labels.router,
         moments.router,
+        windows.router,
+        similar.router,
         backfills.router,
         compare.router,
         admin.router,

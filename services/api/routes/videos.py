@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
-from services.api.deps import SearchDep, SessionDep, StorageDep, end_read
+from services.api.deps import SearchDep, SessionDep, SettingsDep, StorageDep, end_read
 from services.api.guard import ReadDep, WriteDep
 from services.api.routes.jobs import job_out
+from services.api.routes.windows import thumbnail_url
 from services.api.schemas import (
     NOT_FOUND,
     LabelOut,
@@ -32,14 +33,16 @@ from services.core.models import (
     label_rows,
 )
 from services.core.tenancy import get_owned, scoped
+from services.core.thumbnails import thumbnail_keys
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
 @router.get("")
 def search_videos(session: SessionDep, caller: ReadDep, params: SearchDep) -> SearchPage:
-    """Videos whose video-level label `label` scores at least `min_score`, best first.
-    `GET /v1/moments` answers the same per time window."""
+    """Videos whose label scores at least `min_score`, best first: by the best window's score
+    (`sort=peak`, the default) or the mean over all windows (`sort=mean`). Repeat `label` for
+    several (`match=any|all`). `GET /v1/moments` answers the same per time window."""
     query = scoped(search.video_hits(params), Video.tenant_id, caller.sees)
     rows, next_cursor = search.split_page(session.execute(query).all(), params)
     items = [
@@ -47,9 +50,12 @@ def search_videos(session: SessionDep, caller: ReadDep, params: SearchDep) -> Se
             video_id=video.id,
             label=vl.label,
             score=vl.score,
+            peak_score=vl.peak_score,
+            peak_window=vl.peak_window,
             model=ModelRef(name=vl.model_name, version=vl.model_version),
             filename=video.filename,
             duration_s=video.duration_s,
+            thumbnail_url=thumbnail_url(video.id, vl.peak_window, vl.model_version),
         )
         for vl, video in rows
     ]
@@ -60,6 +66,7 @@ def search_videos(session: SessionDep, caller: ReadDep, params: SearchDep) -> Se
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
+    settings: SettingsDep,
     caller: ReadDep,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VideoOut:
@@ -73,14 +80,23 @@ def get_video(
     chosen = chosen or (done[0] if done and model_version is None else None)
     name = chosen.model_name if chosen else (jobs[0].model_name if jobs else "")
     version = chosen.model_version if chosen else (model_version or (jobs[0].model_version if jobs else ""))
-    labels = session.scalars(label_rows(VideoLabel, [video_id], name, version)).all()
+    top_k = int((chosen.options if chosen else {}).get("top_k") or settings.top_k)
+    # The video's labels: its top_k best means (every kept label has a row, for peak search).
+    all_labels = session.scalars(label_rows(VideoLabel, [video_id], name, version))
+    labels = [r for r in all_labels if r.rank <= top_k]
     segments = session.scalars(label_rows(LabelSegment, [video_id], name, version)).all()
     window_rows = session.scalars(label_rows(WindowLabel, [video_id], name, version)).all()
     windows: dict[int, WindowOut] = {}
     for row in window_rows:
         window = windows.setdefault(
             row.window_index,
-            WindowOut(index=row.window_index, start_ms=row.start_ms, end_ms=row.end_ms, labels=[]),
+            WindowOut(
+                index=row.window_index,
+                start_ms=row.start_ms,
+                end_ms=row.end_ms,
+                labels=[],
+                thumbnail_url=thumbnail_url(video_id, row.window_index, version),
+            ),
         )
         window.labels.append(LabelOut(label=row.label, index=row.label_index, score=row.score, rank=row.rank))
     return VideoOut(
@@ -101,7 +117,17 @@ def get_video(
         shortfall_frames=chosen.shortfall_frames if chosen else None,
         shortfall_windows=chosen.shortfall_windows if chosen else None,
         decode_fallback=chosen.decode_fallback if chosen else None,
-        labels=[LabelOut(label=r.label, index=r.label_index, score=r.score, rank=r.rank) for r in labels],
+        labels=[
+            LabelOut(
+                label=r.label,
+                index=r.label_index,
+                score=r.score,
+                rank=r.rank,
+                peak_score=r.peak_score,
+                peak_window=r.peak_window,
+            )
+            for r in labels
+        ],
         segments=[
             SegmentOut(
                 label=r.label,
@@ -110,6 +136,7 @@ def get_video(
                 windows=r.windows,
                 score=r.score,
                 mean_score=r.mean_score,
+                peak_window=r.peak_window,
             )
             for r in segments
         ],
@@ -120,13 +147,15 @@ def get_video(
 
 @router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, caller: WriteDep) -> None:
-    """Remove the video, its jobs and labels, and our stored copy of its bytes."""
+    """Remove the video, its jobs, labels and windows, our stored copy of its bytes and its thumbnails."""
     end_read(session)
     with session.begin():
         video = get_owned(session, Video, video_id, caller.sees)
         if video is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
         storage_key = video.storage_key
+        thumbnails = thumbnail_keys(session, video_id)
         session.delete(video)
-    if storage_key is not None:
-        storage.delete(storage_key)
+    for key in [storage_key, *thumbnails]:
+        if key is not None:
+            storage.delete(key)
