@@ -69,6 +69,9 @@ def invalid_cursor(cursor: str | None) -> RequestValidationError:
     return _query_error("cursor", "invalid cursor", cursor)
 
 
+MAX_TIME_S = 10 * 365 * 86400.0  # a bound on positions in a video: milliseconds fit a BIGINT
+
+
 def search_params(
     label: Annotated[
         list[str],
@@ -80,8 +83,10 @@ def search_params(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     sort: Annotated[search.Sort, Query(description="videos: by the best window (peak) or the mean")] = "peak",
     match: Annotated[search.Match, Query(description="several labels: any of them, or all")] = "any",
-    start_s: Annotated[float | None, Query(ge=0, description="moments overlapping [start_s, end_s)")] = None,
-    end_s: Annotated[float | None, Query(gt=0)] = None,
+    start_s: Annotated[
+        float | None, Query(ge=0, le=MAX_TIME_S, description="moments overlapping [start_s, end_s)")
+    ] = None,
+    end_s: Annotated[float | None, Query(gt=0, le=MAX_TIME_S)] = None,
 ) -> search.PageRequest:
     if any(not 1 <= len(name) <= 200 for name in label):
         raise _query_error("label", "a label is 1 to 200 characters", label)

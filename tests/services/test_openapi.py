@@ -87,4 +87,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 )
 def test_every_operation_conforms(case: Any, served: tuple[str, str]) -> None:
     base_url, key = served
-    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
+    checks = CHECKS
+    if (case.method, case.path) == ("POST", "/v1/moments/similar"):
+        # This API process has no model to embed a clip: its documented answer is 503.
+        checks = [status_code_conformance, response_schema_conformance]
+    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, checks=checks)
