@@ -90,10 +90,9 @@ def _run(job: JobSnapshot, ctx: PipelineContext) -> JobResult:
         # An S3 object may have changed since an earlier run: hash what was read this time.
         sha256 = sha256_file(fetched.path) if fetched.etag is not None or job.sha256 is None else job.sha256
         source = Source(sha256=sha256, size_bytes=fetched.path.stat().st_size, etag=fetched.etag)
-        with _stage("decode"):
-            sampled = sample(fetched.path, job.options, ctx.settings)
-    with _stage("inference"):
-        windows = classify(job, sampled, ctx, lambda fraction: _progress(ctx, job, fraction))
+        # Decode and inference overlap (the classify stage records both stages' times).
+        stream = sample(fetched.path, job.options, ctx.settings)
+        windows, sampled = classify(job, stream, ctx, lambda fraction: _progress(ctx, job, fraction))
     with _stage("store"):
         row = store(ctx, job, sampled, source, windows)
     if row is None:

@@ -1,4 +1,5 @@
-"""Sample stage: one clip per window, in the job's sampling mode, within the media limits."""
+"""Sample stage: one clip per window, in the job's sampling mode, within the media limits, as a
+stream that the classify stage consumes while it decodes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from services.core.config import Settings
 from services.core.indexing.options import ResolvedOptions
 from workers.media.limits import MediaLimits
-from workers.media.sampling import SampledVideo
+from workers.media.sampling import ClipStream, SampleOptions
 
 
 def limits_of(settings: Settings) -> MediaLimits:
@@ -20,20 +21,21 @@ def limits_of(settings: Settings) -> MediaLimits:
     )
 
 
-def sample(path: Path, options: ResolvedOptions, settings: Settings) -> SampledVideo:
-    """Raises ``CorruptVideoError`` when more chosen frames fail to decode than the settings allow;
-    below that, the frames that failed are reported in ``shortfalls``."""
-    from workers.media import sample_clips
-
-    return sample_clips(
+def sample(path: Path, options: ResolvedOptions, settings: Settings) -> ClipStream:
+    """The clips of ``path``, decoded as they are consumed. Iterating raises ``CorruptVideoError``
+    at the end when more chosen frames failed to decode than the settings allow; below that, the
+    frames that failed are reported in the summary's ``shortfalls``."""
+    return ClipStream(
         path,
-        num_segments=settings.num_segments,
-        window_s=options.window_s,
-        max_windows=settings.max_windows,
-        resize=settings.clip_resize,
-        crop=settings.clip_crop,
-        limits=limits_of(settings),
-        budget_s=settings.decode_budget_s,
-        sampling=options.sampling,
-        device=settings.decode_device,
+        SampleOptions(
+            num_segments=settings.num_segments,
+            window_s=options.window_s,
+            max_windows=settings.max_windows,
+            resize=settings.clip_resize,
+            crop=settings.clip_crop,
+            limits=limits_of(settings),
+            budget_s=settings.decode_budget_s,
+            sampling=options.sampling,
+            device=settings.decode_device,
+        ),
     )

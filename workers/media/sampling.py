@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -151,6 +152,100 @@ def plan_windows(
     return windows
 
 
+@dataclass(frozen=True)
+class SampleOptions:
+    """How ``sample_clips`` and ``ClipStream`` read a video (see ``sample_clips``)."""
+
+    num_segments: int = 8
+    window_s: float = 10.0
+    max_windows: int = 360
+    resize: int = 256
+    crop: int = 224
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    budget_s: float | None = None
+    threads: int = 1
+    sampling: Sampling = "exact"
+    device: str = "cpu"
+    # Windows decoded per pass: frames held at once stay under group_windows x num_segments.
+    group_windows: int = 16
+
+
+class ClipStream:
+    """The clips of a video window by window, decoded ``group_windows`` windows at a time, so that
+    memory stays flat for any length and a consumer can infer while the next group decodes.
+
+    Each group is one ``decode_frames`` pass (seeking to its first GOP), so its frames are exactly
+    those of a whole-file ``sample_clips``. A file that must be decoded forward from its start (no
+    trustworthy timestamps or seeks) is decoded in one pass for all windows left. Time the consumer
+    holds a clip does not count against the decode budget. ``summary`` (the ``SampledVideo`` without
+    clips) is set once the stream is exhausted; the corrupt-video checks run then.
+    """
+
+    def __init__(self, source: VideoSource, options: SampleOptions) -> None:
+        if options.sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, not {options.sampling!r}")
+        self.source, self.options = source, options
+        self.summary: SampledVideo | None = None
+        self.planned = 0  # windows in the plan, known once iteration has started
+
+    def __iter__(self) -> Iterator[Clip]:
+        o = self.options
+        deadline = Deadline(o.limits.decode_budget_s if o.budget_s is None else o.budget_s)
+        hwaccel = _hwaccel(o.device)
+        with (
+            local_path(self.source, limits=o.limits) as path,
+            VideoReader(
+                path, limits=o.limits, deadline=deadline, threads=o.threads, hwaccel=hwaccel
+            ) as reader,
+        ):
+            result = scan(reader.container, reader.stream, deadline=deadline)
+            info = describe(
+                reader.container, reader.stream, result, size_bytes=path.stat().st_size, limits=o.limits
+            )
+            table = result.table
+            used: Sampling = o.sampling if table.exact else "exact"
+            windows = plan_windows(
+                table.times_s(),
+                table.end_s(),
+                num_segments=o.num_segments,
+                window_s=o.window_s,
+                max_windows=o.max_windows,
+                keyframes=table.keyframes if used == "keyframe" else None,
+            )
+            self.planned = len(windows)
+            convert = _converter(o.device, resize=o.resize, crop=o.crop, rotation=info.rotation)
+            shortfalls: list[Shortfall] = []
+            clips = 0
+            first = 0
+            while first < len(windows):
+                # After a forward fallback, every further pass would decode from the start again.
+                last = len(windows) if reader.stats.fallback else first + o.group_windows
+                group = windows[first:last]
+                reader.rewind()  # the scan (or the last group) left the demuxer further on
+                frames = decode_frames(
+                    reader, table, sorted({i for w in group for i in w.frame_indices}), convert
+                )
+                group_clips, group_shortfalls = _assemble(group, frames, first_number=first)
+                del frames
+                shortfalls += group_shortfalls
+                for clip in group_clips:
+                    held = time.monotonic()
+                    yield clip
+                    deadline.started += time.monotonic() - held
+                    clips += 1
+                first += len(group)
+            stats = reader.stats
+        self.summary = SampledVideo(
+            info=info,
+            shortfalls=tuple(shortfalls),
+            frames_decoded=stats.frames_decoded,
+            seeks=stats.seeks,
+            sampling=used,
+            fallback=stats.fallback,
+        )
+        _check(self.summary, windows, clips, o.limits)
+
+
 def sample_clips(
     source: VideoSource,
     *,
@@ -167,64 +262,43 @@ def sample_clips(
 ) -> SampledVideo:
     """Probe ``source`` and return one clip of ``num_segments`` frames per window.
 
-    Frames: shorter side to ``resize``, centre crop ``crop``, display orientation, RGB uint8.
-    ``sampling`` picks each segment's frame: its centre (``exact``), or a keyframe inside the
-    segment where it has one (``keyframe``; files without exact timestamps sample exactly).
-    ``budget_s`` (default ``limits.decode_budget_s``) bounds the whole call in wall-clock time.
-    ``device`` "cuda[:N]" decodes with NVDEC and resizes on that GPU where this host can
-    (``workers.media.gpu``), else on the CPU.
+    Frames: shorter side to ``resize``, centre crop
+    ``crop``, display orientation, RGB uint8. ``sampling`` picks each segment's frame: its centre
+    (``exact``), or a keyframe inside the segment where it has one (``keyframe``; files without
+    exact timestamps sample exactly). ``budget_s`` (default ``limits.decode_budget_s``) bounds the
+    whole call in wall-clock time. ``device`` "cuda[:N]" decodes with NVDEC and resizes on that GPU
+    where this host can (``workers.media.gpu``), else on the CPU.
     Raises a ``MediaError`` subclass when the file yields no usable frame, or when more of the
     chosen frames fail to decode than ``limits.max_shortfall_fraction`` allows.
     """
-    if sampling not in SAMPLING_MODES:
-        raise ValueError(f"sampling must be one of {SAMPLING_MODES}, not {sampling!r}")
-    limits = limits or MediaLimits()
-    deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
-    with (
-        local_path(source, limits=limits) as path,
-        VideoReader(
-            path, limits=limits, deadline=deadline, threads=threads, hwaccel=_hwaccel(device)
-        ) as reader,
-    ):
-        result = scan(reader.container, reader.stream, deadline=deadline)
-        info = describe(
-            reader.container, reader.stream, result, size_bytes=path.stat().st_size, limits=limits
-        )
-        table = result.table
-        used: Sampling = sampling if table.exact else "exact"
-        windows = plan_windows(
-            table.times_s(),
-            table.end_s(),
-            num_segments=num_segments,
-            window_s=window_s,
-            max_windows=max_windows,
-            keyframes=table.keyframes if used == "keyframe" else None,
-        )
-        targets = sorted({i for w in windows for i in w.frame_indices})
-        convert = _converter(device, resize=resize, crop=crop, rotation=info.rotation)
-        reader.rewind()  # the scan left the demuxer at the end of the file
-        frames = decode_frames(reader, table, targets, convert)
-        stats = reader.stats
-    clips, shortfalls = _assemble(windows, frames)
-    sampled = SampledVideo(
-        info=info,
-        clips=clips,
-        shortfalls=tuple(shortfalls),
-        frames_decoded=stats.frames_decoded,
-        seeks=stats.seeks,
-        sampling=used,
-        fallback=stats.fallback,
+    options = SampleOptions(
+        num_segments=num_segments,
+        window_s=window_s,
+        max_windows=max_windows,
+        resize=resize,
+        crop=crop,
+        limits=limits or MediaLimits(),
+        budget_s=budget_s,
+        threads=threads,
+        sampling=sampling,
+        device=device,
     )
+    stream = ClipStream(source, options)
+    clips = list(stream)
+    assert stream.summary is not None  # set when the iteration ends
+    return replace(stream.summary, clips=clips)
+
+
+def _check(sampled: SampledVideo, windows: Sequence[Window], clips: int, limits: MediaLimits) -> None:
     if not clips:
         raise CorruptVideoError("no frame of the video decodes")
     planned = sum(len(w.frame_indices) for w in windows)
     if sampled.shortfall > limits.max_shortfall_fraction * planned:
         raise CorruptVideoError(
             f"{sampled.shortfall} of {planned} sampled frames did not decode "
-            f"(in windows {', '.join(str(s.window) for s in shortfalls)}); "
+            f"(in windows {', '.join(str(s.window) for s in sampled.shortfalls)}); "
             f"the limit is {limits.max_shortfall_fraction:.0%}"
         )
-    return sampled
 
 
 def _hwaccel(device: str) -> Any:
@@ -246,12 +320,15 @@ def _converter(device: str, *, resize: int, crop: int, rotation: int) -> Convert
     return make_tensor_converter(resize=resize, crop=crop, rotation=rotation, device=device)
 
 
-def _assemble(windows: Sequence[Window], frames: dict[int, np.ndarray]) -> tuple[list[Clip], list[Shortfall]]:
+def _assemble(
+    windows: Sequence[Window], frames: dict[int, np.ndarray], *, first_number: int = 0
+) -> tuple[list[Clip], list[Shortfall]]:
     """One clip per window that has a decoded frame; a chosen frame that did not decode is
-    replaced by the nearest decoded one of its own window and counted."""
+    replaced by the nearest decoded one of its own window and counted. Windows are numbered from
+    ``first_number``."""
     clips: list[Clip] = []
     shortfalls: list[Shortfall] = []
-    for number, window in enumerate(windows):
+    for number, window in enumerate(windows, first_number):
         available = [i for i in window.frame_indices if i in frames]
         missing = len(window.frame_indices) - len(available)
         if missing:
@@ -278,7 +355,9 @@ def _nearest(available: Sequence[int], index: int) -> int:
 __all__ = [
     "SAMPLING_MODES",
     "Clip",
+    "ClipStream",
     "MediaError",
+    "SampleOptions",
     "SampledVideo",
     "Sampling",
     "Shortfall",
