@@ -68,8 +68,9 @@ class _Decoder:
                 continue
         return False
 
-    def clips(self) -> Iterator[list[Clip]]:
-        """Chunks of up to ``INFER_CHUNK`` clips as they decode; raises what the decoder raised."""
+    def clips(self, min_chunk: int) -> Iterator[list[Clip]]:
+        """Chunks of up to ``INFER_CHUNK`` clips as they decode, sent early once ``min_chunk`` (a
+        full batch) are there and no more are waiting; raises what the decoder raised."""
         self.thread.start()
         chunk: list[Clip] = []
         while True:
@@ -82,7 +83,7 @@ class _Decoder:
                     raise item.error
                 return
             chunk.append(item)
-            if len(chunk) == INFER_CHUNK or (self.queue.empty() and len(chunk) >= INFER_CHUNK // 2):
+            if len(chunk) == INFER_CHUNK or (self.queue.empty() and len(chunk) >= min_chunk):
                 yield chunk
                 chunk = []
 
@@ -99,7 +100,7 @@ def classify(
     windows: list[Window] = []
     infer_s = 0.0
     try:
-        for chunk in decoder.clips():
+        for chunk in decoder.clips(_batch_size(ctx)):
             started = time.perf_counter()
             predictions = ctx.classifier.classify([c.frames for c in chunk], top_k=ctx.settings.window_top_k)
             infer_s += time.perf_counter() - started
@@ -123,6 +124,12 @@ def classify(
     metrics.STAGE_SECONDS.labels("inference").observe(infer_s)
     metrics.CLIPS_INFERRED.inc(len(windows))
     return windows, summary
+
+
+def _batch_size(ctx: PipelineContext) -> int:
+    """The backend's batch: smaller chunks would run part-filled batches, which cost more per clip."""
+    size = getattr(ctx.classifier, "batch_size", None) or ctx.settings.inference_batch_size
+    return min(int(size or INFER_CHUNK // 2), INFER_CHUNK)
 
 
 def _check_version(job: JobSnapshot, first: ClipPrediction) -> None:
