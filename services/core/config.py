@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     max_duration_s: float = 6 * 3600.0
     decode_budget_s: float = 300.0  # wall-clock budget per file: decoding never hangs a worker
     window_s: float = 10.0  # one clip per window (a Kinetics clip is 10 s)
-    max_windows: int = 360
+    # None: every window of every accepted video (clips are streamed, memory stays flat). A lower
+    # cap stops early and the job records it (``truncated``, ``covered_s``): never silently.
+    max_windows: int | None = Field(default=None, ge=1)
     num_segments: int = 8
     # Which frame of each TSN segment a clip takes: its centre ("exact") or a keyframe inside the
     # segment ("keyframe", decodes far fewer frames). README "Sampling" has the measured trade-off.
@@ -81,7 +83,9 @@ class Settings(BaseSettings):
     clip_resize: int = 256  # worker-side resize/crop: must match the served model's preprocessing
     clip_crop: int = 224
     top_k: int = 5
-    window_top_k: int = 20  # labels kept per window before averaging into video-level labels
+    window_top_k: int = 20  # labels kept per window (stored: later thresholds need no re-decoding)
+    thumbnails: bool = True  # one JPEG per window (a frame the model saw) in object storage
+    clip_chunk_windows: int = Field(default=32, ge=1)  # windows decoded and inferred at a time
     min_score: float = 0.0
     storage_backend: str = "local"  # "local" (data_dir/objects) | "s3"
     s3_endpoint_url: str | None = None

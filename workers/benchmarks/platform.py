@@ -141,6 +141,8 @@ def pipeline(
         clip_resize=card.preprocess.resize,
         clip_crop=card.preprocess.crop,
         window_s=config.window_s,
+        # One batch per chunk: inference starts as soon as a batch has decoded.
+        clip_chunk_windows=config.batch_size,
     )
     upgrade_database(create_db_engine(settings.resolved_database_url))
     ctx = build_context(settings)

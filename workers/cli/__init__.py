@@ -8,6 +8,7 @@ imports (torch, av) happen inside the commands so that ``tsmindex --help`` stays
 from workers.cli import (  # noqa: F401  (imported for their registrations)
     backfill,
     bench_decode,
+    bench_faults,
     bench_int8,
     bench_model,
     bench_online,
@@ -23,6 +24,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     platform,
     quantize,
     serving,
+    similar,
     status,
     training,
     versions,

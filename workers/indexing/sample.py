@@ -1,14 +1,16 @@
-"""Sample stage: one clip per window, in the job's sampling mode, within the media limits, as a
-stream that the classify stage consumes while it decodes."""
+"""Sample stage: the video's windows in the job's sampling mode, within the media limits, streamed
+a chunk of clips at a time so that a long video needs no more memory than a short one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.core.config import Settings
 from services.core.indexing.options import ResolvedOptions
 from workers.media.limits import MediaLimits
-from workers.media.sampling import ClipStream, SampleOptions
+from workers.media.sampling import ClipStream
 
 
 def limits_of(settings: Settings) -> MediaLimits:
@@ -21,21 +23,22 @@ def limits_of(settings: Settings) -> MediaLimits:
     )
 
 
-def sample(path: Path, options: ResolvedOptions, settings: Settings) -> ClipStream:
-    """The clips of ``path``, decoded as they are consumed. Iterating raises ``CorruptVideoError``
-    at the end when more chosen frames failed to decode than the settings allow; below that, the
-    frames that failed are reported in the summary's ``shortfalls``."""
-    return ClipStream(
+@contextmanager
+def open_stream(path: Path, options: ResolvedOptions, settings: Settings) -> Iterator[ClipStream]:
+    """The planned windows of ``path``; ``ClipStream.finish`` raises ``CorruptVideoError`` when more
+    chosen frames failed to decode than the settings allow (below that they are in ``shortfalls``)."""
+    from workers.media import open_clips
+
+    with open_clips(
         path,
-        SampleOptions(
-            num_segments=settings.num_segments,
-            window_s=options.window_s,
-            max_windows=settings.max_windows,
-            resize=settings.clip_resize,
-            crop=settings.clip_crop,
-            limits=limits_of(settings),
-            budget_s=settings.decode_budget_s,
-            sampling=options.sampling,
-            device=settings.decode_device,
-        ),
-    )
+        num_segments=settings.num_segments,
+        window_s=options.window_s,
+        max_windows=settings.max_windows,
+        resize=settings.clip_resize,
+        crop=settings.clip_crop,
+        limits=limits_of(settings),
+        budget_s=settings.decode_budget_s,
+        sampling=options.sampling,
+        device=settings.decode_device,
+    ) as stream:
+        yield stream
