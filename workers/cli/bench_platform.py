@@ -70,6 +70,8 @@ def bench_platform(
         ("pipeline clips/s", f"{pipe['clips_per_s']:.2f}"),
         ("pipeline batch fill", f"{pipe['batch_fill']:.0%}"),
         ("ratio to the bound", f"{results['ratio_to_bound']:.0%}"),
+        ("shared-cores bound clips/s", f"{results['shared_cores_bound_clips_per_s']:.2f}"),
+        ("ratio to the shared-cores bound", f"{results['ratio_to_shared_cores_bound']:.0%}"),
         *((f"stage {s} s", f"{v:.1f}") for s, v in pipe["stage_s"].items()),
     ]
     for row in rows:

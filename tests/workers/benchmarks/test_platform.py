@@ -29,3 +29,5 @@ def test_the_pipeline_indexes_every_clip_and_reports_its_ratio_to_the_bound(tmp_
     bound = min(bare["decode_clips_per_s"], bare["inference_clips_per_s"])
     assert results["bound"]["clips_per_s"] == bound
     assert results["ratio_to_bound"] == pytest.approx(pipeline["clips_per_s"] / bound)
+    shared = 1 / (1 / bare["decode_clips_per_s"] + 1 / bare["inference_clips_per_s"])
+    assert results["ratio_to_shared_cores_bound"] == pytest.approx(pipeline["clips_per_s"] / shared)
