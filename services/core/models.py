@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -261,3 +262,22 @@ def label_rows(
         )
         .order_by(*order[table])
     )
+
+
+class ServedModel(Base):
+    """A model version that a model server serves, written when the server starts.
+
+    Submissions (API, CLI, backfills, reindex) key their jobs by these rows, never by the submitting
+    process's own settings; workers cut clips the way the row says."""
+
+    __tablename__ = "served_models"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The version a request that names no model (or only the name) gets: the newest default one.
+    is_default: Mapped[bool] = mapped_column(Boolean, default=True)
+    server: Mapped[str] = mapped_column(String(32))  # "torchserve" or "inprocess" (a worker)
+    num_segments: Mapped[int] = mapped_column(Integer)
+    clip_resize: Mapped[int] = mapped_column(Integer)
+    clip_crop: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -254,6 +254,14 @@ def worker_cmd(
     from services.core.queue import INDEX_QUEUE
     from workers.celery_app import celery_app
 
+    settings = _settings()
+    if settings.inference_backend == "inprocess" and settings.checkpoint_path is not None:
+        from workers.served import register_checkpoint
+
+        # These workers are the model server: submitters anywhere key their jobs by this row.
+        model = register_checkpoint(settings, settings.checkpoint_path)
+        console.print(f"serving {model} in process")
+
     celery_app.worker_main(
         [
             "worker",
@@ -344,17 +352,11 @@ def demo_cmd(
 @app.command("archive-env", hidden=True)
 def archive_env_cmd(archive: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Shell assignments that make workers feed clips the way ARCHIVE's model expects (stack.sh)."""
-    import json
     import shlex
-    import zipfile
 
-    from model_store.archive import CARD_FILE, read_manifest
-    from model_store.tsm import ModelCard
+    from model_store.archive import read_served_model
 
-    with zipfile.ZipFile(archive) as z:
-        card = ModelCard.from_dict(json.loads(z.read(CARD_FILE)))
-    model = read_manifest(archive).get("model")
-    version = str(model.get("modelVersion", card.version)) if isinstance(model, dict) else card.version
+    _, version, card = read_served_model(archive)
     for name, value in {
         "TSMINDEX_MODEL_VERSION": version,
         "TSMINDEX_NUM_SEGMENTS": card.config.num_segments,

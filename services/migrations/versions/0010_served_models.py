@@ -1,0 +1,37 @@
+"""served_models: the model versions the model servers serve, written when a server starts
+
+Revision ID: 0010
+Revises: 0006
+Create Date: 2026-11-30 18:40:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "served_models",
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("version", sa.String(200), nullable=False),
+        sa.Column("is_default", sa.Boolean(), nullable=False),
+        sa.Column("server", sa.String(32), nullable=False),
+        sa.Column("num_segments", sa.Integer(), nullable=False),
+        sa.Column("clip_resize", sa.Integer(), nullable=False),
+        sa.Column("clip_crop", sa.Integer(), nullable=False),
+        sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", "version", name=op.f("pk_served_models")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("served_models")
