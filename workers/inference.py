@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from services.core.config import Settings, get_settings
+from services.core.versions import ModelVersion
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +84,12 @@ class InferenceError(Exception):
 
 class ClipClassifier(Protocol):
     def classify(
-        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+        self,
+        clips: Sequence[np.ndarray],
+        *,
+        top_k: int = 5,
+        with_embedding: bool = False,
+        model: ModelVersion | None = None,
     ) -> list[ClipPrediction]: ...
 
     def close(self) -> None: ...
@@ -109,7 +115,8 @@ class TorchServeClient:
     def __init__(self, settings: Settings | None = None, *, max_in_flight: int | None = None) -> None:
         self.settings = settings or get_settings()
         s = self.settings
-        self.url = f"{s.torchserve_inference_url.rstrip('/')}/predictions/{s.model_name}"
+        self.base_url = s.torchserve_inference_url.rstrip("/")
+        self.url = f"{self.base_url}/predictions/{s.model_name}"  # the model's default version
         self.max_in_flight = max_in_flight or s.torchserve_max_in_flight
         self._token_lock = threading.Lock()
         self._token = self._load_token()
@@ -122,7 +129,12 @@ class TorchServeClient:
         self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="torchserve")
 
     def classify(
-        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+        self,
+        clips: Sequence[np.ndarray],
+        *,
+        top_k: int = 5,
+        with_embedding: bool = False,
+        model: ModelVersion | None = None,
     ) -> list[ClipPrediction]:
         """All clips at once, up to ``max_in_flight`` concurrent requests; results in input order.
 
@@ -131,8 +143,10 @@ class TorchServeClient:
         """
         # Header names match model_store.handler (TOP_K_HEADER, EMBEDDING_HEADER).
         options = {"x-tsm-top-k": str(top_k), "x-tsm-embedding": "true" if with_embedding else "false"}
+        # TorchServe serves several models and versions at once: a job's clips go to its own.
+        url = self.url if model is None else f"{self.base_url}/predictions/{model.name}/{model.version}"
         futures = [
-            self._pool.submit(self._predict_one, encode_clip(clip), options, index)
+            self._pool.submit(self._predict_one, url, encode_clip(clip), options, index)
             for index, clip in enumerate(clips)
         ]
         results: list[ClipPrediction] = []
@@ -151,7 +165,7 @@ class TorchServeClient:
             raise first_error
         return results
 
-    def _predict_one(self, body: bytes, options: dict[str, str], index: int) -> ClipPrediction:
+    def _predict_one(self, url: str, body: bytes, options: dict[str, str], index: int) -> ClipPrediction:
         s = self.settings
         token_reloaded = False
         attempt = 0
@@ -161,7 +175,7 @@ class TorchServeClient:
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             try:
-                response = self._http.post(self.url, content=body, headers=headers)
+                response = self._http.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:  # connection refused/reset, timeouts
                 error = InferenceError(
                     f"TorchServe unreachable: {type(exc).__name__}: {exc}",
@@ -275,7 +289,12 @@ class InProcessEngine:
         return cls(ClipModel.from_checkpoint(path, device=device, precision=precision), batch_size=batch_size)
 
     def classify(
-        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+        self,
+        clips: Sequence[np.ndarray],
+        *,
+        top_k: int = 5,
+        with_embedding: bool = False,
+        model: ModelVersion | None = None,
     ) -> list[ClipPrediction]:
         from model_store.inference import ClipRejected
 
