@@ -7,16 +7,18 @@ from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.core import search
+from services.core import search, served
 from services.core.apikeys import pepper
 from services.core.config import Settings
 from services.core.models import ApiKey
 from services.core.security import hash_api_key
 from services.core.storage import ObjectStorage
+from services.core.versions import ModelVersion, ModelVersionError
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -93,3 +95,13 @@ def search_params(
 
 
 SearchDep = Annotated[search.PageRequest, Depends(search_params)]
+
+
+def resolve_model(session: Session, settings: Settings, requested: str | None) -> ModelVersion:
+    """The served model version a submission is keyed by; 422 naming the served ones otherwise."""
+    try:
+        return served.resolve(session, settings, requested)
+    except (served.ModelNotServedError, ModelVersionError) as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "model"), "msg": str(exc), "input": requested}]
+        ) from exc

@@ -32,8 +32,16 @@ class IndexOptions(BaseModel):
         return {k: v for k, v in data.items() if v != []}
 
 
+MODEL_FIELD = Field(
+    default=None,
+    max_length=401,
+    description="a served model, NAME or NAME:VERSION (default: the served default version)",
+)
+
+
 class SourceRequest(IndexOptions):
     source_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key")
+    model: str | None = MODEL_FIELD
 
 
 class ModelRef(BaseModel):
@@ -143,6 +151,7 @@ class LabelsOut(BaseModel):
 
 class BackfillRequest(IndexOptions):
     source_uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix")
+    model: str | None = MODEL_FIELD
     extensions: list[str] | None = Field(
         default=None, max_length=100, description="keys to index by extension (default: video extensions)"
     )

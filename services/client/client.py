@@ -52,7 +52,7 @@ class Operation:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "upload": Operation("POST", "/v1/videos", JobOut, form=("file", *IndexOptions.model_fields)),
+    "upload": Operation("POST", "/v1/videos", JobOut, form=("file", "model", *IndexOptions.model_fields)),
     "submit_source": Operation("POST", "/v1/videos", JobOut, body=SourceRequest),
     "video": Operation("GET", "/v1/videos/{video_id}", VideoOut, query=("model_version",)),
     "delete_video": Operation("DELETE", "/v1/videos/{video_id}", None),
@@ -160,11 +160,15 @@ class TsmindexClient:
         path: Path,
         *,
         options: IndexOptions | None = None,
+        model: str | None = None,
         idempotency_key: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> JobOut:
-        """Upload a video file; ``on_progress(sent, total)`` follows the bytes sent."""
+        """Upload a video file to be indexed by ``model`` (a served NAME or NAME:VERSION; default the
+        served default); ``on_progress(sent, total)`` follows the bytes sent."""
         fields = (options or IndexOptions()).to_job_options()
+        if model is not None:
+            fields["model"] = model
         data = {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in fields.items()}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with path.open("rb") as f:

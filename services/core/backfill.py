@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.core import served
 from services.core.config import Settings
 from services.core.models import (
     Backfill,
@@ -38,6 +39,7 @@ from services.core.models import (
     WindowLabel,
     label_rows,
 )
+from services.core.versions import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,10 @@ def create_backfill(
     filters: BackfillFilters,
     options: dict[str, Any] | None = None,
     output_uri: str | None = None,
+    model: ModelVersion | None = None,
 ) -> Backfill:
+    """A new backfill row for ``model`` (default: the served default, ``served.resolve``)."""
+    model = model or served.resolve(session, settings)
     bucket, prefix = parse_prefix_uri(source_uri)
     if output_uri is not None:
         parse_prefix_uri(output_uri)
@@ -174,8 +179,8 @@ def create_backfill(
         status=BackfillStatus.listing,
         bucket=bucket,
         prefix=prefix,
-        model_name=settings.model_name,
-        model_version=settings.model_version,
+        model_name=model.name,
+        model_version=model.version,
         filters=filters.to_dict(),
         options=options or {},
         output_uri=output_uri,
@@ -193,17 +198,23 @@ def create_backfill(
 
 
 def find_interrupted(
-    session: Session, settings: Settings, *, source_uri: str, filters: BackfillFilters
+    session: Session,
+    settings: Settings,
+    *,
+    source_uri: str,
+    filters: BackfillFilters,
+    model: ModelVersion | None = None,
 ) -> Backfill | None:
     """The latest backfill of the same prefix, filters and model whose listing never finished."""
+    model = model or served.resolve(session, settings)
     bucket, prefix = parse_prefix_uri(source_uri)
     candidates = session.scalars(
         select(Backfill)
         .where(
             Backfill.bucket == bucket,
             Backfill.prefix == prefix,
-            Backfill.model_name == settings.model_name,
-            Backfill.model_version == settings.model_version,
+            Backfill.model_name == model.name,
+            Backfill.model_version == model.version,
             Backfill.status == BackfillStatus.listing,
         )
         .order_by(Backfill.created_at.desc())

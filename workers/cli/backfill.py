@@ -48,15 +48,20 @@ def backfill_cmd(
         bool, typer.Option(help="start afresh even if this prefix has an interrupted backfill")
     ] = False,
     wait: Annotated[bool, typer.Option(help="after listing, follow the jobs until all have finished")] = True,
+    model: Annotated[
+        str | None, typer.Option(help="a served model, NAME or NAME:VERSION (default: the served default)")
+    ] = None,
 ) -> None:
     """Index every object under an S3 prefix: one idempotent job per object, resumable, throttled."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from services.core import backfill as backfills
+    from services.core import served
     from services.core.config import get_settings
     from services.core.db import create_db_engine, session_factory
     from services.core.models import Backfill
     from services.core.queue import create_producer
+    from services.core.versions import ModelVersionError
 
     if (uri is None) == (resume is None):
         console.print("[red]give either s3://bucket/prefix or --resume ID[/red]")
@@ -77,6 +82,7 @@ def backfill_cmd(
             output_uri=output,
             window_s=window_s,
             top_k=top_k,
+            model=model,
         )
         with client:
             remote = run_backfill(client, request, wait=wait)
@@ -108,10 +114,14 @@ def backfill_cmd(
             else:
                 assert uri is not None
                 try:
+                    # The version the model server serves, whatever this shell's environment says.
+                    served_model = served.resolve(session, settings, model)
                     row = (
                         None
                         if new
-                        else backfills.find_interrupted(session, settings, source_uri=uri, filters=filters)
+                        else backfills.find_interrupted(
+                            session, settings, source_uri=uri, filters=filters, model=served_model
+                        )
                     )
                     if row is None:
                         row = backfills.create_backfill(
@@ -121,8 +131,9 @@ def backfill_cmd(
                             filters=filters,
                             options=options,
                             output_uri=output,
+                            model=served_model,
                         )
-                except backfills.BackfillError as exc:
+                except (backfills.BackfillError, served.ModelNotServedError, ModelVersionError) as exc:
                     console.print(f"[red]{exc}[/red]")
                     raise typer.Exit(2) from exc
             backfill_id, source_uri, cursor, output_uri = (
@@ -131,8 +142,9 @@ def backfill_cmd(
                 row.cursor_key,
                 row.output_uri,
             )
+            indexed_by = f"{row.model_name}:{row.model_version}"
         where = f" (resuming after {cursor!r})" if cursor else ""
-        console.print(f"backfill [bold]{backfill_id}[/bold] {source_uri}{where}")
+        console.print(f"backfill [bold]{backfill_id}[/bold] {source_uri} with {indexed_by}{where}")
 
         with Progress(
             TextColumn("{task.description}"),

@@ -119,15 +119,14 @@ def index_cmd(
 
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
     Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`).
-    With --api URL: upload them to that platform instead, which indexes them with its served model."""
+    With --api URL: upload them to that platform instead, which indexes them with the model it
+    serves (--model NAME[:VERSION]: another model it serves)."""
     options = {k: v for k, v in {"window_s": window_s, "top_k": top_k, "min_score": min_score}.items() if v}
     if (client := remote_client()) is not None:
-        if checkpoint is not None or model is not None:
-            console.print(
-                "[red]--api: the platform indexes with the model it serves; drop --checkpoint/--model"
-            )
+        if checkpoint is not None:
+            console.print("[red]--api: the platform indexes with the models it serves; drop --checkpoint")
             raise typer.Exit(2)
-        _index_remote(client, paths, options, wait=wait)
+        _index_remote(client, paths, options, model=model, wait=wait)
         return
     results = _run_index(paths, resolve_model_path(checkpoint, model), options)
     console.print(_results_table(results, top=5))
@@ -190,7 +189,7 @@ def _search_rows(label: str, *, min_score: float, moments: bool, limit: int) -> 
 
 
 def _index_remote(
-    client: TsmindexClient, paths: list[Path], options: Mapping[str, object], *, wait: bool
+    client: TsmindexClient, paths: list[Path], options: Mapping[str, object], *, model: str | None, wait: bool
 ) -> None:
     from services.api.schemas import IndexOptions
     from workers.media.files import find_videos
@@ -204,7 +203,9 @@ def _index_remote(
         console.print("[yellow]no video files found[/yellow]")
         raise typer.Exit(1)
     with client:
-        jobs = upload_and_wait(client, selection.videos, IndexOptions.model_validate(options), wait=wait)
+        jobs = upload_and_wait(
+            client, selection.videos, IndexOptions.model_validate(options), model=model, wait=wait
+        )
         console.print(jobs_table([(path.name, job) for path, job in jobs], remote_labels(client)))
     if wait and any(job.status != "succeeded" for _, job in jobs):
         raise typer.Exit(1)

@@ -67,7 +67,7 @@ def api_errors() -> Iterator[None]:
 
 
 def upload_and_wait(
-    client: TsmindexClient, files: list[Path], options: IndexOptions, *, wait: bool
+    client: TsmindexClient, files: list[Path], options: IndexOptions, *, model: str | None, wait: bool
 ) -> list[tuple[Path, JobOut]]:
     """Upload each file with a progress bar, then (with ``wait``) follow its job until it ends."""
     from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -80,7 +80,7 @@ def upload_and_wait(
             def sent(done: int, _total: int, bar: TaskID = bar) -> None:
                 bars.update(bar, completed=done)
 
-            jobs.append((path, client.upload(path, options=options, on_progress=sent)))
+            jobs.append((path, client.upload(path, options=options, model=model, on_progress=sent)))
     if not wait:
         return jobs
     with api_errors(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bars:

@@ -26,6 +26,7 @@ from services.api.deps import (
     SettingsDep,
     SourceS3Dep,
     StorageDep,
+    resolve_model,
 )
 from services.api.routes.jobs import job_out
 from services.api.schemas import (
@@ -63,6 +64,7 @@ from services.core.storage import (
     parse_s3_uri,
     s3_object_version,
 )
+from services.core.versions import ModelVersion
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -70,6 +72,7 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around the file
 MAX_JSON_BYTES = 64 * 1024
 OPTION_FIELDS = ("window_s", "top_k", "min_score", "include", "exclude", "webhook_url")
+MODEL_FIELD = "model"  # NAME or NAME:VERSION of a served model
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -81,7 +84,7 @@ UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        **{name: {"type": "string"} for name in OPTION_FIELDS},
+                        **{name: {"type": "string"} for name in (*OPTION_FIELDS, MODEL_FIELD)},
                     },
                 }
             },
@@ -114,6 +117,7 @@ def _register(
     api_key_id: uuid.UUID,
     idempotency_key: str | None,
     options: IndexOptions,
+    model: ModelVersion,
     sha256: str | None = None,
     storage_key: str | None = None,
     size_bytes: int | None = None,
@@ -122,7 +126,7 @@ def _register(
     source_uri: str | None = None,
     source_etag: str | None = None,
 ) -> Registration:
-    """Find or create the video and its job for the served model version, in one transaction.
+    """Find or create the video and its job for ``model`` (a served version), in one transaction.
 
     A job that failed, or whose S3 source has changed (another ETag) since it was indexed, is queued
     again; one that never started is sent again."""
@@ -149,16 +153,16 @@ def _register(
                 job = session.scalar(
                     select(Job).where(
                         Job.video_id == video.id,
-                        Job.model_name == settings.model_name,
-                        Job.model_version == settings.model_version,
+                        Job.model_name == model.name,
+                        Job.model_version == model.version,
                     )
                 )
                 enqueue = False
                 if job is None:
                     job = Job(
                         video_id=video.id,
-                        model_name=settings.model_name,
-                        model_version=settings.model_version,
+                        model_name=model.name,
+                        model_version=model.version,
                         status=JobStatus.queued,
                         options=options.to_job_options(),
                     )
@@ -310,7 +314,7 @@ async def _accept_upload(
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
     # a body sent without a length (chunked) is cut off as soon as it passes the limit.
     body = Request(request.scope, _limited_receive(request.receive, limit, settings.max_upload_bytes))
-    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
+    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 6)
     try:
         upload = form.get("file")
         fields = {
@@ -319,6 +323,10 @@ async def _accept_upload(
         }
         options = _parse_options({k: v for k, v in fields.items() if v not in (None, "", [])})
         _check_webhook(options, settings)
+        requested = form.get(MODEL_FIELD)
+        model = await run_in_threadpool(
+            resolve_model, session, settings, requested if isinstance(requested, str) and requested else None
+        )
         if not isinstance(upload, UploadFile):
             raise RequestValidationError(
                 [
@@ -350,6 +358,7 @@ async def _accept_upload(
                     api_key_id=api_key_id,
                     idempotency_key=idempotency_key,
                     options=options,
+                    model=model,
                     sha256=stored.sha256,
                     storage_key=stored.key,
                     size_bytes=stored.size_bytes,
@@ -380,6 +389,7 @@ async def _accept_source(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
     _check_webhook(source, settings)
+    model = await run_in_threadpool(resolve_model, session, settings, source.model)
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
     return await run_in_threadpool(
         lambda: _register(
@@ -388,6 +398,7 @@ async def _accept_source(
             api_key_id=api_key_id,
             idempotency_key=idempotency_key,
             options=source,
+            model=model,
             source_uri=source.source_uri,
             source_etag=version.etag or None,
         )
