@@ -446,7 +446,7 @@ def test_embedded_mode_gives_the_served_labels(
 class _BrokenClassifier:
     """A backend with a defect: it raises something no handler expects."""
 
-    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False) -> Any:
+    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False, model: Any = None) -> Any:
         raise ZeroDivisionError("division by zero")
 
     def close(self) -> None:
