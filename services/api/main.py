@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
-from services.api.routes import backfills, compare, health, jobs, labels, moments, videos
+from services.api.routes import backfills, compare, health, jobs, labels, moments, reindex, videos
 from services.core import metrics
 from services.core.config import Settings, get_settings
 from services.core.db import create_db_engine, session_factory, upgrade_database
@@ -54,4 +54,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(moments.router)
     app.include_router(backfills.router)
     app.include_router(compare.router)
+    app.include_router(reindex.router)
     return app

@@ -240,3 +240,13 @@ class ComparisonOut(BaseModel):
     moments_moved: int
     changed: int = Field(description="compared videos with any difference")
     videos: list[VideoChangeOut] = Field(description="the first `limit` changed videos")
+
+
+class ReindexRequest(IndexOptions):
+    model: str = Field(max_length=401, description="the served version to index with, NAME:VERSION")
+    where: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=6,
+        description="which videos (all must hold): label, min_score, since, until (ISO dates), prefix "
+        "(source URI or file name), from (NAME:VERSION that indexed them); default every video",
+    )

@@ -26,6 +26,7 @@ from services.api.schemas import (
     JobPage,
     LabelsOut,
     MomentPage,
+    ReindexRequest,
     SearchPage,
     SourceRequest,
     VideoOut,
@@ -64,6 +65,7 @@ OPERATIONS: dict[str, Operation] = {
     "start_backfill": Operation("POST", "/v1/backfills", BackfillOut, body=BackfillRequest),
     "backfill": Operation("GET", "/v1/backfills/{backfill_id}", BackfillOut),
     "cancel_backfill": Operation("POST", "/v1/backfills/{backfill_id}/cancel", BackfillOut),
+    "reindex": Operation("POST", "/v1/reindex", BackfillOut, body=ReindexRequest),
     "compare": Operation("GET", "/v1/compare", ComparisonOut, query=("a", "b", "video_id", "limit")),
 }
 
@@ -294,6 +296,12 @@ class TsmindexClient:
         raise AssertionError("unreachable")
 
     # Model versions.
+
+    def reindex(self, request: ReindexRequest) -> BackfillOut:
+        """Index the videos ``request.where`` selects under the served version ``request.model``; a
+        backfill of kind reindex (``backfill``, ``wait_backfill``, ``cancel_backfill`` follow it)."""
+        row: BackfillOut = self._call("reindex", json=request)
+        return row
 
     def compare(
         self,

@@ -61,6 +61,11 @@ class BackfillStatus(StrEnum):
 ACTIVE = (BackfillStatus.listing, BackfillStatus.indexing)
 
 
+class BackfillKind(StrEnum):
+    s3 = "s3"  # the objects under an S3 prefix
+    reindex = "reindex"  # indexed videos (services.core.reindex) for another model version
+
+
 class RunOutcome(StrEnum):
     listed = "listed"  # every object has a job or a reason to be skipped
     throttled = "throttled"  # the queue is at its cap; run again later (non-blocking runs)
@@ -409,11 +414,24 @@ class BackfillRunner:
             if backfill.status != BackfillStatus.listing:
                 return RunOutcome.stopped
             bucket, prefix, cursor = backfill.bucket, backfill.prefix, backfill.cursor_key
-            filters = BackfillFilters.from_dict(backfill.filters)
+            reindex = backfill.kind == BackfillKind.reindex
+            # A reindex's videos are selected by its own filters as they are listed.
+            filters = BackfillFilters(None, 0) if reindex else BackfillFilters.from_dict(backfill.filters)
+            stored_filters = backfill.filters
         try:
-            pages = list_objects(
-                self.s3, bucket, prefix, start_after=cursor, page_size=self.settings.backfill_page_size
-            )
+            if reindex:
+                from services.core.reindex import ReindexFilters, index_pages
+
+                pages = index_pages(
+                    self.sessions,
+                    ReindexFilters.from_dict(stored_filters),
+                    start_after=cursor,
+                    page_size=self.settings.backfill_page_size,
+                )
+            else:
+                pages = list_objects(
+                    self.s3, bucket, prefix, start_after=cursor, page_size=self.settings.backfill_page_size
+                )
             for page in pages:
                 done = 0
                 while done < len(page):
@@ -513,18 +531,10 @@ def _insert(session: Session, table: Any) -> Any:
     raise RuntimeError(f"unsupported database dialect {dialect!r}")
 
 
-def _register(
-    session: Session, backfill: Backfill, objects: Sequence[ListedObject], known: dict[str, set[str]]
-) -> list[tuple[int, uuid.UUID]]:
-    """Videos, jobs and source-object rows for ``objects``; returns the (row, job) pairs to send.
-
-    A new object gets a new job. An object whose earlier version (another ETag) was indexed gets its
-    job queued again. An object whose job exists without a recorded version (submitted through the
-    API) or is in flight is adopted, not redone. Inserts skip rows a concurrent runner wrote first.
-    """
-    if not objects:
-        return []
-    now = utcnow()
+def _source_videos(
+    session: Session, backfill: Backfill, objects: Sequence[ListedObject], now: datetime
+) -> dict[str, uuid.UUID]:
+    """The video of each S3 object (key -> video id), created where the object is new."""
     uris = {o.key: f"s3://{backfill.bucket}/{o.key}" for o in objects}
     session.execute(
         _insert(session, Video)
@@ -542,10 +552,30 @@ def _register(
         )
         .on_conflict_do_nothing(index_elements=["source_uri"])
     )
-    video_ids = dict(
+    by_uri = dict(
         session.execute(select(Video.source_uri, Video.id).where(Video.source_uri.in_(uris.values())))
         .tuples()
         .all()
+    )
+    return {key: by_uri[uri] for key, uri in uris.items()}
+
+
+def _register(
+    session: Session, backfill: Backfill, objects: Sequence[ListedObject], known: dict[str, set[str]]
+) -> list[tuple[int, uuid.UUID]]:
+    """Videos, jobs and source-object rows for ``objects``; returns the (row, job) pairs to send.
+
+    A new object gets a new job. An object whose earlier version (another ETag) was indexed gets its
+    job queued again. An object whose job exists without a recorded version (submitted through the
+    API) or is in flight is adopted, not redone. Inserts skip rows a concurrent runner wrote first.
+    """
+    if not objects:
+        return []
+    now = utcnow()
+    video_ids = (
+        {o.key: uuid.UUID(o.key) for o in objects}  # a reindex lists videos by id
+        if backfill.kind == BackfillKind.reindex
+        else _source_videos(session, backfill, objects, now)
     )
     new_jobs = set(
         session.scalars(
@@ -554,7 +584,7 @@ def _register(
                 [
                     {
                         "id": uuid.uuid4(),
-                        "video_id": video_ids[uris[o.key]],
+                        "video_id": video_ids[o.key],
                         "model_name": backfill.model_name,
                         "model_version": backfill.model_version,
                         "status": JobStatus.queued,
@@ -583,11 +613,11 @@ def _register(
     }
     outcomes: dict[str, str] = {}
     for o in objects:
-        job = jobs[video_ids[uris[o.key]]]
+        job = jobs[video_ids[o.key]]
         if job.id in new_jobs:
             outcomes[o.key] = "queued"
         elif known.get(o.key) and job.status in (JobStatus.succeeded, JobStatus.failed):
-            _requeue(session, job, backfill, video_ids[uris[o.key]])
+            _requeue(session, job, backfill, video_ids[o.key])
             outcomes[o.key] = "queued"
         else:
             outcomes[o.key] = "adopted"
@@ -603,7 +633,7 @@ def _register(
                     "model_version": backfill.model_version,
                     "size_bytes": o.size,
                     "last_modified": o.last_modified,
-                    "job_id": jobs[video_ids[uris[o.key]]].id,
+                    "job_id": jobs[video_ids[o.key]].id,
                     "backfill_id": backfill.id,
                     "outcome": outcomes[o.key],
                     "created_at": now,

@@ -114,6 +114,8 @@ class Backfill(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     output_uri: Mapped[str | None] = mapped_column(String(2048))  # s3:// prefix for JSON Lines results
     exported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # "s3": a prefix's objects; "reindex": indexed videos (``filters`` select them) to another version.
+    kind: Mapped[str] = mapped_column(String(16), default="s3", server_default="s3")
 
 
 class SourceObject(Base):

@@ -1,21 +1,24 @@
-"""Reindex: which indexed videos a move to another model version takes along.
+"""Reindex: indexed videos submitted again under another model version.
 
 ``--where`` clauses select them (a label they were given, when they arrived, where they came from,
-which version indexed them); ``matching_videos`` pages through them in video-id order, so a reindex
-stores the last id it handled as its cursor and resumes after it, as a backfill resumes after a key."""
+which version indexed them). A reindex is a backfill of kind ``reindex`` (services.core.backfill): the
+same runner lists the matching videos in id order instead of an S3 prefix's keys, one job per video
+for the new version, paced by the queue cap, resumable after its cursor (the last video id), counted
+and cancelled the same way. Each video stands as the listed "object": key its id, ETag its hash."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.models import Job, JobStatus, Video, VideoLabel
+from services.core.backfill import BackfillKind, BackfillStatus, ListedObject, utcnow
+from services.core.models import Backfill, Job, JobStatus, Video, VideoLabel
 from services.core.versions import ModelVersion, ModelVersionError
 
 WHERE_KEYS = ("label", "min_score", "since", "until", "prefix", "from")
@@ -129,3 +132,81 @@ def matching_videos(
     if after is not None:
         query = query.where(Video.id > after)
     return list(session.scalars(query.order_by(Video.id).limit(limit)))
+
+
+def index_pages(
+    sessions: sessionmaker[Session], filters: ReindexFilters, *, start_after: str | None, page_size: int
+) -> Iterator[list[ListedObject]]:
+    """Pages of matching videos after the video id ``start_after``, as a backfill lists objects."""
+    after = uuid.UUID(start_after) if start_after else None
+    while True:
+        with sessions() as session:
+            ids = matching_videos(session, filters, after=after, limit=page_size)
+            videos = {v.id: v for v in session.scalars(select(Video).where(Video.id.in_(ids)))}
+            page = [
+                ListedObject(
+                    key=str(i),
+                    etag=videos[i].sha256 or "",
+                    size=videos[i].size_bytes or 0,
+                    last_modified=videos[i].created_at,
+                )
+                for i in ids
+            ]
+        if not page:
+            return
+        yield page
+        after = ids[-1]
+
+
+def describe(filters: ReindexFilters) -> str:
+    """``index:label=run&from=tsm:1``: what the reindex row shows as its source."""
+    return "index:" + "&".join(f"{k}={v}" for k, v in filters.to_dict().items() if v is not None and v != 0.0)
+
+
+def create_reindex(
+    session: Session,
+    *,
+    filters: ReindexFilters,
+    model: ModelVersion,
+    options: dict[str, Any] | None = None,
+) -> Backfill:
+    """A new reindex of the videos ``filters`` select to ``model`` (the caller commits)."""
+    now = utcnow()
+    row = Backfill(
+        kind=BackfillKind.reindex,
+        source_uri=describe(filters),
+        status=BackfillStatus.listing,
+        bucket="",
+        prefix="",
+        model_name=model.name,
+        model_version=model.version,
+        filters=filters.to_dict(),
+        options=options or {},
+        objects_listed=0,
+        objects_skipped=0,
+        jobs_created=0,
+        jobs_succeeded=0,
+        jobs_failed=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def find_interrupted_reindex(
+    session: Session, *, filters: ReindexFilters, model: ModelVersion
+) -> Backfill | None:
+    """The latest reindex of the same filters and model whose listing never finished."""
+    return session.scalars(
+        select(Backfill)
+        .where(
+            Backfill.kind == BackfillKind.reindex,
+            Backfill.source_uri == describe(filters),
+            Backfill.model_name == model.name,
+            Backfill.model_version == model.version,
+            Backfill.status == BackfillStatus.listing,
+        )
+        .order_by(Backfill.created_at.desc())
+    ).first()

@@ -18,6 +18,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     jobs,
     models,
     platform,
+    reindex,
     serving,
     status,
     training,

@@ -148,11 +148,27 @@ def search_rows(
 
 def run_backfill(client: TsmindexClient, request: BackfillRequest, *, wait: bool) -> BackfillOut:
     """Start a backfill on the platform (its workers list the prefix) and follow its counts."""
+    with api_errors():
+        row = client.start_backfill(request)
+    return _follow(client, row, wait=wait)
+
+
+def run_reindex(client: TsmindexClient, model: str, where: dict[str, str], *, wait: bool) -> BackfillOut:
+    """Start a reindex on the platform (its workers list the videos) and follow its counts."""
+    from services.api.schemas import ReindexRequest
+
+    with api_errors():
+        row = client.reindex(ReindexRequest(model=model, where=where))
+    return _follow(client, row, wait=wait)
+
+
+def _follow(client: TsmindexClient, row: BackfillOut, *, wait: bool) -> BackfillOut:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with api_errors():
-        row = client.start_backfill(request)
-        err.print(f"backfill [bold]{row.id}[/bold] {row.source_uri} on {api_url()}")
+        err.print(
+            f"[bold]{row.id}[/bold] {row.source_uri} with {row.model.name}:{row.model.version} on {api_url()}"
+        )
         if not wait:
             return row
         with Progress(

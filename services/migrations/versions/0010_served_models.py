@@ -1,4 +1,5 @@
-"""served_models: the model versions the model servers serve, written when a server starts
+"""served_models: the model versions the model servers serve, written when a server starts;
+backfills.kind: a backfill of an S3 prefix, or a reindex of indexed videos to another version
 
 Revision ID: 0010
 Revises: 0006
@@ -31,7 +32,11 @@ def upgrade() -> None:
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", "version", name=op.f("pk_served_models")),
     )
+    with op.batch_alter_table("backfills") as batch:
+        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="s3"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("backfills") as batch:
+        batch.drop_column("kind")
     op.drop_table("served_models")
