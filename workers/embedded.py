@@ -14,11 +14,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from services.core import served
 from services.core.config import Settings
-from services.core.db import create_db_engine, session_factory, upgrade_database
-from services.core.models import Job, JobStatus, Video, VideoLabel, WindowLabel
+from services.core.db import db_engine, session_factory, upgrade_database
+from services.core.indexing import jobs
+from services.core.indexing.jobs import VideoSpec
+from services.core.indexing.options import IndexOptions
+from services.core.models import Job, Video, VideoLabel, WindowLabel
 from services.core.storage import make_storage, sha256_file
-from workers.pipeline import PipelineContext, index_video
+from workers.indexing.context import PipelineContext
+from workers.indexing.run import run_job
 
 if TYPE_CHECKING:
     from model_store.inference import Precision
@@ -35,51 +40,24 @@ class IndexedVideo:
     duration_s: float | None
     windows: int
     labels: list[tuple[str, float]]
+    shortfall_frames: int | None = None  # chosen frames that did not decode (a damaged file)
 
 
 def submit_file(
     ctx: PipelineContext, path: Path, *, options: Mapping[str, object] | None = None
 ) -> tuple[uuid.UUID, bool]:
     """The job for ``path`` under the context's model version; True when there is work to do."""
-    s = ctx.settings
-    sha = sha256_file(path)
-    uri = path.resolve().as_uri()
+    spec = VideoSpec(
+        sha256=sha256_file(path),
+        source_uri=path.resolve().as_uri(),
+        filename=path.name,
+        size_bytes=path.stat().st_size,
+    )
+    parsed = IndexOptions.model_validate(dict(options or {})).to_job_options()
     with ctx.sessions.begin() as session:
-        video = session.scalar(select(Video).where(Video.sha256 == sha))
-        if video is None:
-            # The file changed since it was indexed: its URI now names other bytes.
-            stale = session.scalar(select(Video).where(Video.source_uri == uri))
-            if stale is not None:
-                stale.source_uri = None
-                session.flush()
-            video = Video(sha256=sha, source_uri=uri, filename=path.name, size_bytes=path.stat().st_size)
-            session.add(video)
-            session.flush()
-        elif video.source_uri != uri and not session.scalar(select(Video.id).where(Video.source_uri == uri)):
-            video.source_uri = uri  # same bytes, moved or copied: read them where they are now
-        job = session.scalar(
-            select(Job).where(
-                Job.video_id == video.id, Job.model_name == s.model_name, Job.model_version == s.model_version
-            )
-        )
-        if job is None:
-            job = Job(
-                video_id=video.id,
-                model_name=s.model_name,
-                model_version=s.model_version,
-                status=JobStatus.queued,
-                options=dict(options or {}),
-            )
-            session.add(job)
-            session.flush()
-            return job.id, True
-        if job.status == JobStatus.succeeded:
-            return job.id, False
-        job.status = JobStatus.queued
-        job.attempts = 0
-        job.reason = job.detail = None
-        job.options = dict(options or {})
-        return job.id, True
+        model = served.resolve(session, ctx.settings)
+        submission = jobs.submit(session=session, video=spec, model=model, options=parsed)
+        return submission.job.id, submission.send
 
 
 def index_files(
@@ -96,7 +74,7 @@ def index_files(
             on_file_start(path)
         job_id, todo = submit_file(ctx, path, options=options)
         if todo:
-            index_video(job_id, ctx)
+            run_job(job_id, ctx)
         result = describe(ctx, path, job_id, skipped=not todo)
         results.append(result)
         if on_file_done is not None:
@@ -135,6 +113,7 @@ def describe(ctx: PipelineContext, path: Path, job_id: uuid.UUID, *, skipped: bo
             duration_s=video.duration_s,
             windows=len(windows),
             labels=[(label, score) for label, score in labels],
+            shortfall_frames=job.shortfall_frames,
         )
 
 
@@ -163,7 +142,7 @@ def embedded_context(
             "clip_crop": card.preprocess.crop,
         }
     )
-    db = create_db_engine(settings.resolved_database_url)
+    db = db_engine(settings)
     if db.dialect.name == "sqlite":
         upgrade_database(db)
     return PipelineContext(

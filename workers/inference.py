@@ -24,6 +24,12 @@ import httpx
 import numpy as np
 
 from services.core.config import Settings, get_settings
+from services.core.indexing.errors import (
+    InferenceBadResponseError,
+    InferenceError,
+    InferenceRejectedError,
+    InferenceUnavailableError,
+)
 from services.core.versions import ModelVersion
 
 if TYPE_CHECKING:
@@ -61,25 +67,6 @@ class ClipPrediction:
             model_name=str(data["model"]["name"]),
             model_version=str(data["model"]["version"]),
         )
-
-
-class InferenceError(Exception):
-    """A clip could not be classified. ``permanent``: retrying the same clip cannot help."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool,
-        status: int | None = None,
-        reason: str | None = None,
-        clip_index: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.status = status
-        self.reason = reason
-        self.clip_index = clip_index
 
 
 class ClipClassifier(Protocol):
@@ -177,10 +164,9 @@ class TorchServeClient:
             try:
                 response = self._http.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:  # connection refused/reset, timeouts
-                error = InferenceError(
+                error: InferenceError = InferenceUnavailableError(
                     f"TorchServe unreachable: {type(exc).__name__}: {exc}",
-                    permanent=False,
-                    reason="unavailable",
+                    code="unavailable",
                     clip_index=index,
                 )
             else:
@@ -188,11 +174,10 @@ class TorchServeClient:
                     try:
                         return ClipPrediction.from_dict(response.json())
                     except (ValueError, KeyError, TypeError) as exc:
-                        raise InferenceError(
+                        raise InferenceBadResponseError(
                             f"TorchServe answered 200 with an unexpected body: {response.text[:200]!r}",
-                            permanent=True,
                             status=200,
-                            reason="bad_response",
+                            code="bad_response",
                             clip_index=index,
                         ) from exc
                 if (
@@ -206,13 +191,34 @@ class TorchServeClient:
                     self._reload_token()
                     continue
                 error = _error_from_response(response, index)
-                if error.permanent:
+                if not error.retryable:
                     raise error
             attempt += 1
             if attempt > s.torchserve_max_retries:
                 raise error
             delay = min(s.torchserve_backoff_cap_s, s.torchserve_backoff_base_s * 2 ** (attempt - 1))
             time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: retries from many threads spread out
+
+    def ping(self) -> bool:
+        """Whether the server answers its health check (the breaker's probe). TorchServe with token
+        authorization refuses a ``/ping`` without the inference key, so the probe carries it, and
+        reads the key file again once when refused (a restarted server has new keys)."""
+        url = f"{self.settings.torchserve_inference_url.rstrip('/')}/ping"
+        timeout = self.settings.torchserve_connect_timeout_s
+        for reread in (False, True):
+            if reread:
+                self._reload_token()
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            try:
+                response = self._http.get(url, headers=headers, timeout=timeout)
+            except httpx.HTTPError:
+                return False
+            if response.is_success:
+                return True
+            refused = response.status_code == 400 and TOKEN_REFUSED_TEXT in response.text
+            if not refused or self.settings.torchserve_key_file is None:
+                return False
+        return False
 
     def _load_token(self) -> str | None:
         s = self.settings
@@ -241,7 +247,7 @@ class TorchServeClient:
 
 def _error_from_response(response: httpx.Response, index: int) -> InferenceError:
     status = response.status_code
-    reason: str | None = None
+    code: str | None = None
     message = response.text[:500]
     try:
         payload = response.json()
@@ -249,16 +255,21 @@ def _error_from_response(response: httpx.Response, index: int) -> InferenceError
         payload = None
     if isinstance(payload, dict):
         if isinstance(payload.get("error"), dict):  # the handler's own per-clip error
-            reason = payload["error"].get("reason")
+            code = payload["error"].get("reason")
             message = str(payload["error"].get("message", message))
         elif "message" in payload:  # TorchServe's frontend errors
             message = str(payload["message"])
-    permanent = status not in RETRYABLE_STATUS and 400 <= status < 500
-    return InferenceError(
+    if status not in RETRYABLE_STATUS and 400 <= status < 500:
+        return InferenceRejectedError(
+            f"TorchServe answered {status}: {message}",
+            status=status,
+            code=code or "rejected",
+            clip_index=index,
+        )
+    return InferenceUnavailableError(
         f"TorchServe answered {status}: {message}",
-        permanent=permanent,
         status=status,
-        reason=reason or ("rejected" if permanent else "unavailable"),
+        code=code or "unavailable",
         clip_index=index,
     )
 
@@ -303,8 +314,8 @@ class InProcessEngine:
             try:
                 valid.append(self.model.validate(clip))
             except ClipRejected as exc:
-                raise InferenceError(
-                    exc.message, permanent=True, status=exc.status, reason=exc.reason, clip_index=index
+                raise InferenceRejectedError(
+                    exc.message, status=exc.status, code=exc.reason, clip_index=index
                 ) from exc
         results: list[ClipPrediction] = []
         for start in range(0, len(valid), self.batch_size):

@@ -1,25 +1,44 @@
-"""Celery tasks: thin wrappers that take ids and run the pipeline."""
+"""Celery tasks: thin wrappers that take ids and run the pipeline.
+
+``index_video`` is idempotent (the job's lease decides who runs it), so it is acknowledged late and
+rejected back to the queue when its worker is lost. While the model server is down this process
+takes no job (the breaker); when the database is down the task retries with backoff. A message
+that is lost or dropped is not a lost job: the reaper sends the job again.
+"""
 
 from __future__ import annotations
 
+from celery import Task
+
 from services.core import metrics
 from services.core.config import get_settings
-from workers import pipeline
+from services.core.indexing.errors import DatabaseUnavailableError
 from workers.celery_app import celery_app, worker_context
+from workers.indexing.run import run_job
+
+BREAKER_WAIT_S = 60.0  # how long a delivery waits for the model server before leaving the job queued
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]
     name="workers.tasks.index_video",
-    autoretry_for=(pipeline.TransientJobError,),
+    bind=True,
+    autoretry_for=(DatabaseUnavailableError,),
     retry_backoff=2,
-    retry_backoff_max=300,
+    retry_backoff_max=60,
     retry_jitter=True,
-    max_retries=get_settings().job_max_attempts,
+    max_retries=None,  # the job's deadline bounds it, not a count
+    acks_late=True,
+    reject_on_worker_lost=True,
 )
-def index_video(job_id: str) -> str:
+def index_video(self: Task, job_id: str) -> str:
     """Index one video; the job row records the outcome, the return value is its status."""
+    ctx = worker_context()
+    if ctx.breaker is not None and not ctx.breaker.wait_closed(BREAKER_WAIT_S):
+        return "breaker_open"  # the job stays queued and unsent: the reaper sends it again
     with metrics.JOBS_IN_FLIGHT.track_inprogress():
-        return pipeline.index_video(job_id, worker_context()).status
+        # One owner per message: a retry of this task takes its own lease back.
+        owner = f"{self.request.hostname}:{self.request.id}"
+        return run_job(job_id, ctx, owner=owner).status
 
 
 @celery_app.task(name="workers.tasks.backfill_prefix")  # type: ignore[untyped-decorator]
@@ -29,7 +48,7 @@ def backfill_prefix(backfill_id: str) -> str:
     are still running before an export, it schedules itself again and returns."""
     import uuid
 
-    from services.core.backfill import advance, build_runner
+    from services.core.backfills import advance, build_runner
     from services.core.queue import enqueue_backfill
 
     settings = get_settings()

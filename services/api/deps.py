@@ -46,6 +46,15 @@ def get_source_s3(request: Request) -> Any:
     return request.app.state.source_s3
 
 
+def end_read(session: Session) -> None:
+    """Close the read-only transaction that authentication began, so the route owns the next one
+    and no connection is held while the route waits (a streaming upload, the broker).
+
+    Commit rather than roll back: objects already loaded (the caller's key) stay valid."""
+    if session.in_transaction():
+        session.commit()
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]

@@ -1,18 +1,26 @@
-"""FastAPI application factory. Engines and clients are created in the lifespan, not at import."""
+"""FastAPI application factory. Engines and clients are created in the lifespan, not at import.
+
+Under load the API answers, never 500s: an exhausted database pool, a database or object store that
+does not answer, or too many uploads at once answer 503 with ``Retry-After``.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import sqlalchemy.exc
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
-from services.api.routes import backfills, compare, health, jobs, labels, moments, reindex, videos
+from services.api.routes import backfills, compare, health, jobs, labels, moments, reindex, uploads, videos
 from services.core import metrics
 from services.core.config import Settings, get_settings
-from services.core.db import create_db_engine, session_factory, upgrade_database
+from services.core.db import db_engine, session_factory, upgrade_database
+from services.core.indexing.errors import IndexingError, reason_for
 from services.core.queue import INDEX_QUEUE, create_producer
 from services.core.storage import make_storage, s3_client
 
@@ -22,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_db_engine(settings.resolved_database_url)
+        engine = db_engine(settings)
         if make_url(settings.resolved_database_url).get_backend_name() == "sqlite":
             # Embedded mode migrates its own file; Postgres is migrated by `tsmindex db upgrade`.
             upgrade_database(engine)
@@ -31,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage = make_storage(settings)
         app.state.source_s3 = s3_client(settings)
         app.state.producer = create_producer(settings)
+        app.state.upload_slots = uploads.UploadSlots(settings.api_max_concurrent_uploads)
         app.state.metrics_registry = CollectorRegistry(auto_describe=False)
         app.state.metrics_registry.register(
             metrics.PlatformCollector(app.state.sessions, settings.redis_url, queues=[INDEX_QUEUE])
@@ -48,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
+    app.include_router(uploads.router)
     app.include_router(videos.router)
     app.include_router(jobs.router)
     app.include_router(labels.router)
@@ -55,4 +65,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(backfills.router)
     app.include_router(compare.router)
     app.include_router(reindex.router)
+    for error in (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,
+    ):
+        app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(IndexingError, _unavailable)
     return app
+
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "10"
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A server we depend on is away or saturated: the client may retry, so 503, not 500."""
+    reason = reason_for(exc)
+    if not reason.retryable:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    log.warning("%s %s: %s: %s", request.method, request.url.path, reason, exc)
+    return JSONResponse(
+        {"detail": f"temporarily unavailable ({reason}); retry", "reason": str(reason)},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": RETRY_AFTER_S},
+    )

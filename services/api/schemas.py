@@ -6,31 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-
-class IndexOptions(BaseModel):
-    window_s: float | None = Field(default=None, gt=0, le=600, description="window length (s)")
-    top_k: int | None = Field(default=None, ge=1, le=100)
-    min_score: float | None = Field(default=None, ge=0, le=1)
-    include: list[str] = Field(default_factory=list, max_length=1000, description="keep only these labels")
-    exclude: list[str] = Field(default_factory=list, max_length=1000, description="drop these labels")
-    webhook_url: AnyHttpUrl | None = None
-
-    @field_validator("include", "exclude", mode="before")
-    @classmethod
-    def _split_commas(cls, value: Any) -> Any:
-        # Form fields arrive as "a,b" or repeated fields.
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
-        return value
-
-    def to_job_options(self) -> dict[str, Any]:
-        data = self.model_dump(include=set(IndexOptions.model_fields), exclude_none=True, mode="json")
-        return {k: v for k, v in data.items() if v != []}
-
+from services.core.indexing.options import IndexOptions
 
 MODEL_FIELD = Field(
     default=None,
@@ -62,6 +40,15 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        default=None, description="a deferred job (an outage) runs again from then on"
+    )
+    sampling: str | None = Field(default=None, description="exact or keyframe: how frames were chosen")
+    shortfall_frames: int | None = Field(
+        default=None, description="chosen frames that did not decode (replaced by their window's nearest)"
+    )
+    shortfall_windows: list[int] | None = Field(default=None, description="the windows they fell in")
+    decode_fallback: bool | None = Field(default=None, description="decoded forward instead of by seeking")
     duplicate: bool = Field(default=False, description="the same bytes were already submitted")
 
 
@@ -98,6 +85,10 @@ class VideoOut(BaseModel):
     codec: str | None
     created_at: datetime
     model: ModelRef
+    sampling: str | None = None
+    shortfall_frames: int | None = None
+    shortfall_windows: list[int] | None = None
+    decode_fallback: bool | None = None
     labels: list[LabelOut]
     segments: list[SegmentOut]
     windows: list[WindowOut]

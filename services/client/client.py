@@ -21,7 +21,6 @@ from services.api.schemas import (
     BackfillOut,
     BackfillRequest,
     ComparisonOut,
-    IndexOptions,
     JobOut,
     JobPage,
     LabelsOut,
@@ -32,6 +31,7 @@ from services.api.schemas import (
     VideoOut,
 )
 from services.client.errors import ApiError, ApiUnavailableError, WaitTimeoutError
+from services.core.indexing.options import IndexOptions
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -87,10 +87,33 @@ class Settings(BaseSettings):
     backfill_max_queued: int = 1000
     backfill_poll_s: float = 1.0
     io_timeout_s: float = 30.0
-    job_max_attempts: int = 3
+    job_max_attempts: int = 3  # runs that died or hit the time limit before the job fails
     job_time_limit_s: float = 1800.0  # per job; the broker's visibility timeout sits above it
+    # Leases: a running job's owner renews its lease every heartbeat; an expired lease means the run
+    # died and the reaper queues the job again. Recovery takes about lease + reaper interval.
+    job_lease_s: float = Field(default=60.0, gt=0)
+    job_heartbeat_s: float = Field(default=15.0, gt=0)
+    reaper_interval_s: float = Field(default=10.0, gt=0)
+    # A queued job whose wake-up message was sent this long ago and never picked up is sent again
+    # (only while the broker queue is empty, so a long backlog is not doubled).
+    job_resend_after_s: float = Field(default=30.0, ge=0)
+    # Outages defer a job with capped exponential backoff until its deadline, then it fails.
+    job_retry_base_s: float = Field(default=5.0, gt=0)
+    job_retry_cap_s: float = Field(default=120.0, gt=0)
+    job_deadline_s: float = Field(default=3600.0, gt=0)
+    # While the model server is unreachable a worker takes no job; it probes /ping this often.
+    breaker_probe_s: float = Field(default=5.0, gt=0)
+    backfill_resume_after_s: float = Field(default=60.0, ge=0)  # a `listing` backfill idle this long
     webhook_secret: SecretStr | None = None
-    webhook_attempts: int = 3
+    webhook_attempts: int = 3  # tries per delivery round
+    webhook_max_rounds: int = 10  # delivery rounds (with backoff) before a webhook is given up
+    webhook_retry_base_s: float = Field(default=5.0, gt=0)
+    webhook_retry_cap_s: float = Field(default=600.0, gt=0)
+    # Database pool per process; a request that waits longer than the timeout answers 503.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    api_max_concurrent_uploads: int = Field(default=64, ge=1)  # beyond: 503 with Retry-After
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_metrics_port: int = 9101  # 0: no worker exporter

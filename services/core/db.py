@@ -16,10 +16,15 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.core.config import Settings
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout_s: float = 10.0
+) -> Engine:
+    """An engine for ``url``; the pool sizes come from the settings (``db_engine`` below)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
@@ -27,7 +32,39 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+        # A dead server must not hang a worker or a request: fail the connect, then retry later.
+        connect_args={"connect_timeout": 10},
+    )
+
+
+def db_engine(settings: Settings) -> Engine:
+    """This process's engine for the configured database, pooled as the settings say."""
+    return create_db_engine(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """An INSERT for ``table`` with the dialect's ON CONFLICT clauses (PostgreSQL or SQLite)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {dialect!r}")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -74,7 +74,7 @@ _PRIORITY_STEPS = (3, 6, 9)
 _UNACKED_KEY = "unacked"
 _LIVE_JOB_STATUSES = ("queued", "running")
 _ALL_JOB_STATUSES = ("queued", "running", "succeeded", "failed")
-# services.core.backfill.BackfillStatus: the statuses of a backfill still at work.
+# services.core.backfills.BackfillStatus: the statuses of a backfill still at work.
 ACTIVE_BACKFILL_STATUSES = ("listing", "indexing")
 
 

@@ -97,7 +97,7 @@ class Backfill(Base):
     jobs_created: Mapped[int] = mapped_column(BigInteger, default=0)  # jobs this backfill enqueued
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Backfill runs (services/core/backfill.py): what is listed, the resumable cursor, the counts.
+    # Backfill runs (services/core/backfills/): what is listed, the resumable cursor, the counts.
     bucket: Mapped[str] = mapped_column(String(255), default="")
     prefix: Mapped[str] = mapped_column(String(1024), default="")
     model_name: Mapped[str] = mapped_column(String(200), default="")
@@ -152,6 +152,9 @@ class Job(Base):
         # Job listing, newest first, with or without a status (keyset pages on created_at, id).
         Index("ix_jobs_status_created_at_id", "status", "created_at", "id"),
         Index("ix_jobs_created_at_id", "created_at", "id"),
+        # The reaper: queued jobs by when they were last sent, running ones by lease expiry.
+        Index("ix_jobs_status_sent_at", "status", "sent_at"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -170,6 +173,42 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Lifecycle (services/core/indexing/jobs.py): who runs the job and until when, when its last
+    # wake-up message was sent, when a deferred job may run again and when it must give up.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deferrals: Mapped[int] = mapped_column(Integer, default=0)
+    # How the frames were sampled, and the frames that failed to decode (replaced by neighbours).
+    sampling: Mapped[str | None] = mapped_column(String(16))
+    shortfall_frames: Mapped[int | None] = mapped_column(Integer)
+    shortfall_windows: Mapped[list[int] | None] = mapped_column(JSON)
+    decode_fallback: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one webhook per job outcome, written with the outcome, delivered after commit
+    (and retried by the reaper), so a worker dying after the commit loses no notification."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "outcome"),
+        Index("ix_webhook_deliveries_delivered_at_next_attempt_at", "delivered_at", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    outcome: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gave_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class IdempotencyKey(Base):

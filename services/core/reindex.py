@@ -1,7 +1,7 @@
 """Reindex: indexed videos submitted again under another model version.
 
 ``--where`` clauses select them (a label they were given, when they arrived, where they came from,
-which version indexed them). A reindex is a backfill of kind ``reindex`` (services.core.backfill): the
+which version indexed them). A reindex is a backfill of kind ``reindex`` (services.core.backfills): the
 same runner lists the matching videos in id order instead of an S3 prefix's keys, one job per video
 for the new version, paced by the queue cap, resumable after its cursor (the last video id), counted
 and cancelled the same way. Each video stands as the listed "object": key its id, ETag its hash."""
@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.backfill import BackfillKind, BackfillStatus, ListedObject, utcnow
-from services.core.models import Backfill, Job, JobStatus, Video, VideoLabel
+from services.core.backfills import BackfillKind, BackfillStatus, ListedObject
+from services.core.models import Backfill, Job, JobStatus, Video, VideoLabel, utcnow
 from services.core.versions import ModelVersion, ModelVersionError
 
 WHERE_KEYS = ("label", "min_score", "since", "until", "prefix", "from")

@@ -11,20 +11,28 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from services.core.config import Settings
+from services.core.indexing.errors import IndexingError
+from services.core.indexing.reasons import FailureReason
 
 CHUNK_BYTES = 1024 * 1024
 
 
-class StorageError(Exception):
+class StorageError(IndexingError):
     """Storage could not be reached; worth retrying."""
+
+    reason = FailureReason.storage_unavailable
 
 
 class ObjectNotFoundError(StorageError):
     """The object does not exist; retrying will not help."""
 
+    reason = FailureReason.source_missing
+
 
 class ObjectAccessDeniedError(StorageError):
     """The credentials may not read the object; retrying will not help."""
+
+    reason = FailureReason.access_denied
 
 
 class UploadTooLargeError(Exception):

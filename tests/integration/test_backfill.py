@@ -30,8 +30,8 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from services.core import backfill as backfills
-from services.core.backfill import BackfillCounts
+from services.core import backfills
+from services.core.backfills import BackfillCounts
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Backfill, Job, JobStatus, SourceObject, Video, VideoLabel
 from services.core.queue import INDEX_QUEUE
@@ -311,7 +311,8 @@ def test_backfill_of_a_thousand_objects_killed_resumed_and_run_again(
             )
         # One job, one video and one source object per queued object; every job ran exactly once.
         assert len(jobs) == videos == objects == QUEUED
-        assert {j.attempts for j in jobs} == {1}
+        # Attempts count failures: none for a success, one for a permanent failure.
+        assert {(j.status, j.attempts) for j in jobs} == {("succeeded", 0), ("failed", 1)}
         assert sorted(j.status for j in jobs).count(JobStatus.succeeded) == CLIPS
         assert labels == CLIPS * TOP_K
         assert broker.llen(INDEX_QUEUE) == 0

@@ -114,8 +114,6 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path
             **env,
             "TSMINDEX_CHECKPOINT_PATH": str(checkpoint),
             "TSMINDEX_INFERENCE_BACKEND": "inprocess",
-            "TSMINDEX_CLIP_RESIZE": str(TINY_RESIZE),
-            "TSMINDEX_CLIP_CROP": str(TINY_CROP),
             "TSMINDEX_WORKER_METRICS_PORT": "0",
         }
         with (tmp_path / f"worker-{len(procs)}.log").open("wb") as log:

@@ -100,13 +100,11 @@ def platform(
         "TSMINDEX_TOP_K": str(TOP_K),
         "TSMINDEX_BACKFILL_POLL_S": "0.2",
     }
-    # Only the worker knows its model (and how to cut clips for it).
+    # Only the worker knows its model; it registers how to cut clips for it too.
     worker_env = {
         **shell_env,
         "TSMINDEX_CHECKPOINT_PATH": str(checkpoint),
         "TSMINDEX_INFERENCE_BACKEND": "inprocess",
-        "TSMINDEX_CLIP_RESIZE": str(TINY_RESIZE),
-        "TSMINDEX_CLIP_CROP": str(TINY_CROP),
         "TSMINDEX_WORKER_METRICS_PORT": "0",
     }
     settings = Settings(

@@ -10,8 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
+from services.core.indexing.errors import InferenceError
 from tests.torchserve_server import BATCH_SIZE, ServedModel
-from workers.inference import InferenceError, InProcessEngine, TorchServeClient, encode_clip, read_key_file
+from workers.inference import InProcessEngine, TorchServeClient, encode_clip, read_key_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,7 +126,7 @@ def test_client_raises_a_permanent_error_for_a_rejected_clip(torchserve: ServedM
     with TorchServeClient(torchserve.settings) as client, pytest.raises(InferenceError) as raised:
         client.classify(clips)
     error = raised.value
-    assert (error.permanent, error.status, error.reason, error.clip_index) == (True, 422, "bad_dtype", 1)
+    assert (error.retryable, error.status, error.code, error.clip_index) == (False, 422, "bad_dtype", 1)
 
 
 def test_client_rereads_the_key_file_when_its_token_is_refused(torchserve: ServedModel) -> None:
@@ -136,3 +137,17 @@ def test_client_rereads_the_key_file_when_its_token_is_refused(torchserve: Serve
         [prediction] = client.classify(_clips(1, torchserve.clip_shape, seed=6))
         assert client._token == key
     assert prediction.model_name == torchserve.card_name
+
+
+def test_ping_answers_with_the_token_and_after_new_keys(torchserve: ServedModel) -> None:
+    # TorchServe refuses /ping without the key: a probe without it would keep the breaker open.
+    assert torchserve.settings.torchserve_key_file is not None
+    key = json.loads(torchserve.settings.torchserve_key_file.read_text())["inference"]["key"]
+    with TorchServeClient(torchserve.settings) as client:
+        assert client.ping() is True
+        client._token = "stale"  # as after a server restart with new keys
+        assert client.ping() is True
+        assert client._token == key
+    unreachable = torchserve.settings.model_copy(update={"torchserve_inference_url": "http://127.0.0.1:1"})
+    with TorchServeClient(unreachable) as client:
+        assert client.ping() is False

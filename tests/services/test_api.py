@@ -13,14 +13,15 @@ import redis
 from fastapi.testclient import TestClient
 
 from services.api.main import create_app
-from services.api.routes.videos import FORM_OVERHEAD_BYTES
+from services.api.routes.uploads import FORM_OVERHEAD_BYTES
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
+from services.core.indexing.reaper import UNSENT_GRACE_S, Scope, reap_once
 from services.core.models import Job, LabelSegment, Video, VideoLabel, WindowLabel
-from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK
+from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK, create_producer, enqueue_index_video
 from tests.platform_servers import free_port, moto_client
+from workers.indexing.labels import label_segments
 from workers.media.synth import make_video
-from workers.pipeline import label_segments
 
 MAX_UPLOAD = 300_000
 
@@ -194,6 +195,62 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(
     read = len(head) + (pulled - 1) * len(chunk)
     assert read <= MAX_UPLOAD + FORM_OVERHEAD_BYTES + len(chunk)  # stopped at the limit, not at 131 MB
     assert _bucket_keys(settings) == []
+
+
+def test_no_database_connection_is_held_while_an_upload_streams(
+    settings: Settings, api_key: str, tmp_path: Path
+) -> None:
+    """A slow client used to hold a pooled connection (the key lookup's transaction) for as long as
+    its body streamed, so 10 slow uploads exhausted the pool and everything else answered 500."""
+    data = make_video(tmp_path / "slow.mp4", frames=27, size=(96, 64)).read_bytes()
+    boundary = "tsmindex-slow-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
+    parts = [
+        head,
+        *(data[i : i + 4096] for i in range(0, len(data), 4096)),
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+    one = settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
+    checked_out: list[int] = []
+    sent: list[dict[str, Any]] = []
+    with TestClient(create_app(one)) as client:
+        pool = client.app.state.sessions.kw["bind"].pool  # type: ignore[attr-defined]
+
+        async def receive() -> dict[str, Any]:
+            checked_out.append(pool.checkedout())  # while the body streams
+            await asyncio.sleep(0)
+            part = parts.pop(0)
+            return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/videos",
+            "raw_path": b"/v1/videos",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"authorization", f"Bearer {api_key}".encode()),
+                (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+            "state": {},
+        }
+        asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 202
+    assert len(checked_out) > 3 and set(checked_out) == {0}
 
 
 def _s3(settings: Settings) -> Any:
@@ -443,18 +500,67 @@ def test_readyz_reports_each_dependency(client: TestClient) -> None:
     assert body["checks"]["torchserve"] != "ok"
 
 
-def test_broker_down_answers_503_and_a_resubmission_sends_the_job(
+def test_broker_down_accepts_the_job_and_the_reaper_sends_it(
     settings: Settings, api_key: str, broker: redis.Redis, tmp_path: Path
 ) -> None:
     video = make_video(tmp_path / "while-down.mp4", frames=30, size=(96, 64))
     down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     with TestClient(create_app(down), headers={"Authorization": f"Bearer {api_key}"}) as client:
-        refused = _upload(client, video)
-    assert refused.status_code == 503
-    job_id = refused.headers["location"].removeprefix("/v1/jobs/")
-    assert job_id in refused.json()["detail"]
-    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {api_key}"}) as client:
-        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
-        again = _upload(client, video)
-    assert (again.status_code, again.json()["id"]) == (200, job_id)
+        accepted = _upload(client, video)
+    # The job row is the truth: it is recorded and queued, its wake-up message still unsent.
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    engine = create_db_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        job = session.get_one(Job, uuid.UUID(job_id))
+        assert (job.status, job.sent_at) == ("queued", None)
+        created = job.created_at
+    # A reaper pass past the submitter's grace sends it (this test's job only).
+    producer = create_producer(settings)
+    report = reap_once(
+        sessions,
+        settings,
+        send_job=lambda job: enqueue_index_video(producer, job),
+        send_backfill=lambda _: None,
+        scope=Scope(job_ids=[uuid.UUID(job_id)]),
+        now=created + timedelta(seconds=UNSENT_GRACE_S + 1),
+    )
+    assert report is not None and report.resent == 1
     assert _queued_job_ids(broker) == [job_id]
+    with sessions() as session:
+        assert session.get_one(Job, uuid.UUID(job_id)).sent_at is not None
+    producer.close()
+    engine.dispose()
+
+
+def test_too_many_uploads_at_once_answer_503_with_retry_after(
+    settings: Settings, api_key: str, tmp_path: Path
+) -> None:
+    video = make_video(tmp_path / "busy.mp4", frames=20, size=(96, 64))
+    full = settings.model_copy(update={"api_max_concurrent_uploads": 1})
+    with TestClient(create_app(full), headers={"Authorization": f"Bearer {api_key}"}) as client:
+        slots = client.app.state.upload_slots  # type: ignore[attr-defined]
+        slots.in_use = 1  # one upload streaming
+        refused = _upload(client, video)
+        slots.in_use = 0
+        accepted = _upload(client, video)
+    assert (refused.status_code, refused.headers["retry-after"]) == (503, "5")
+    assert accepted.status_code == 202
+
+
+def test_an_exhausted_database_pool_answers_503_not_500(
+    settings: Settings, api_key: str, videos: list[Path]
+) -> None:
+    tight = settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout_s": 0.2})
+    with TestClient(create_app(tight), headers={"Authorization": f"Bearer {api_key}"}) as client:
+        engine = client.app.state.sessions.kw["bind"]  # type: ignore[attr-defined]
+        held = engine.connect()  # every connection of the pool in use
+        try:
+            busy = client.get(f"/v1/jobs/{uuid.uuid4()}")
+        finally:
+            held.close()
+        free = client.get(f"/v1/jobs/{uuid.uuid4()}")
+    assert (busy.status_code, busy.headers["retry-after"]) == (503, "10")
+    assert busy.json()["reason"] == "database_unavailable"
+    assert free.status_code == 404

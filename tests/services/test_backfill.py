@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import backfill as backfills
-from services.core.backfill import (
+from services.core import backfills
+from services.core.backfills import (
     BackfillCounts,
     BackfillFilters,
     BackfillRunner,
@@ -37,7 +37,8 @@ from services.core.models import (
     WindowLabel,
 )
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK, create_producer, enqueue_index_video
-from tests.platform_servers import moto_client
+from services.core.storage import s3_client
+from tests.platform_servers import free_port, moto_client
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -333,6 +334,20 @@ def test_a_prefix_that_cannot_be_listed_fails_the_backfill(
     with sessions() as session:
         row = session.get_one(Backfill, backfill_id)
         assert (row.status, row.reason) == (BackfillStatus.failed, "NoSuchBucket")
+
+
+def test_an_unreachable_s3_makes_a_worker_step_come_back_later(
+    settings: Settings, sessions: sessionmaker[Session], prefix: str
+) -> None:
+    backfill_id = _start(settings, sessions, prefix)
+    down = settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
+    runner = replace(_runner(down, sessions), s3=s3_client(down))
+    assert backfills.advance(runner, backfill_id) == ("unavailable", True)
+    status, counts = _counts(sessions, backfill_id)
+    assert (status, counts.listed) == (BackfillStatus.listing, 0)
+    # Back: the next step lists everything.
+    assert backfills.advance(_runner(settings, sessions), backfill_id)[0] == "listed"
+    assert _counts(sessions, backfill_id)[1].queued == len(VIDEO_KEYS)
 
 
 def test_results_are_exported_as_json_lines_once_every_job_has_finished(

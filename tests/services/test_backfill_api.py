@@ -11,7 +11,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from services.core.backfill import build_runner
+from services.core.backfills import build_runner
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.models import Job, JobStatus

@@ -15,10 +15,10 @@ from pydantic import SecretStr
 from model_store.inference import ClipModel
 from model_store.tsm import ModelCard, Preprocess, TSMConfig, build_from_card
 from services.core.config import Settings
+from services.core.indexing.errors import InferenceError
 from tests.platform_servers import free_port
 from workers.inference import (
     ClipPrediction,
-    InferenceError,
     InProcessEngine,
     Label,
     TorchServeClient,
@@ -91,7 +91,8 @@ def test_in_process_engine_rejects_a_bad_clip_before_any_work(clip_model: ClipMo
     with InProcessEngine(clip_model, batch_size=2) as engine, pytest.raises(InferenceError) as raised:
         engine.classify(data)
     error = raised.value
-    assert (error.permanent, error.status, error.reason, error.clip_index) == (True, 422, "bad_shape", 2)
+    assert (error.retryable, error.status, error.code, error.clip_index) == (False, 422, "bad_shape", 2)
+    assert error.reason == "inference_rejected"
 
 
 def test_prediction_from_handler_json() -> None:
@@ -120,8 +121,8 @@ def test_client_retries_an_unreachable_server_with_backoff_then_gives_up() -> No
     with TorchServeClient(settings) as client, pytest.raises(InferenceError) as raised:
         client.classify(clips(1))
     elapsed = time.monotonic() - started
-    assert raised.value.permanent is False
-    assert raised.value.reason == "unavailable"
+    assert raised.value.retryable is True
+    assert (raised.value.reason, raised.value.code) == ("inference_unavailable", "unavailable")
     assert "ConnectError" in str(raised.value)
     # Three sleeps of at least half their capped delay (jitter 0.5..1): 0.1 + 0.15 + 0.15.
     assert 0.4 <= elapsed < 5.0

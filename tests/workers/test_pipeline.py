@@ -5,6 +5,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,23 +16,19 @@ from sqlalchemy import select
 
 from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
+from services.core.indexing.outbox import SIGNATURE_HEADER
 from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.security import verify_signature
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
+from tests.workers.media.videos import make_video, zero_packet
 from workers.demo import write_sample_videos
 from workers.embedded import embedded_context, index_files
+from workers.indexing.context import PipelineContext, build_context
+from workers.indexing.labels import Window, aggregate, label_segments
+from workers.indexing.run import run_job as index_video
 from workers.inference import TorchServeClient
-from workers.pipeline import (
-    SIGNATURE_HEADER,
-    PipelineContext,
-    TransientJobError,
-    Window,
-    aggregate,
-    build_context,
-    index_video,
-    label_segments,
-)
+from workers.media.corpus import DERIVATIONS
 
 WINDOW_S = 4.0
 
@@ -169,7 +166,9 @@ def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path
     assert (result.status, result.reason) == ("succeeded", None)
 
     job, labels, windows = _rows(ctx, job_id)
-    assert (job.status, job.attempts, job.progress) == ("succeeded", 1, 1.0)
+    # Attempts count failures only.
+    assert (job.status, job.attempts, job.progress) == ("succeeded", 0, 1.0)
+    assert (job.sampling, job.shortfall_frames, job.shortfall_windows) == ("exact", 0, [])
     assert job.started_at is not None and job.finished_at is not None
     assert [label.rank for label in sorted(labels, key=lambda x: x.rank)] == [1, 2, 3]
     scores = [label.score for label in sorted(labels, key=lambda x: x.rank)]
@@ -225,7 +224,7 @@ def test_redelivery_never_duplicates_labels(ctx: PipelineContext, videos: list[P
     after = sorted((x.id, x.label, x.score) for x in labels), sorted((x.id, x.label) for x in windows)
     assert after == before
     assert _segments(ctx, job_id) == segments_before and segments_before
-    assert job.attempts == 2
+    assert job.attempts == 0
 
 
 def test_options_filter_labels(ctx: PipelineContext, videos: list[Path]) -> None:
@@ -253,6 +252,30 @@ def test_corrupt_video_fails_with_its_reason_and_the_next_job_runs(
     assert (job.status, job.reason, job.attempts) == ("failed", "corrupt", 1)
     assert job.detail and labels == []
     assert index_video(_submit(ctx, videos[1]), ctx).status == "succeeded"
+
+
+def test_a_damaged_frame_is_recorded_and_too_many_fail_the_job_as_corrupt(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    source = make_video(tmp_path / "source.mp4", frames=60, size=(96, 64))
+    mjpeg = tmp_path / "clip.avi"
+    DERIVATIONS["mjpeg-avi"](source, mjpeg)  # 10 fps, every frame a keyframe
+    damaged = zero_packet(mjpeg, tmp_path / "damaged.avi", frame=5)
+    outcomes = []
+    for limit in (0.25, 0.05):  # 1 of 16 sampled frames is lost: 6 %
+        url = _migrated(f"sqlite:///{tmp_path / f'{limit}.db'}")
+        ctx = build_context(_settings(url, tmp_path, tiny_checkpoint, max_shortfall_fraction=limit))
+        job_id = _submit(ctx, damaged, window_s=3.0)
+        result = index_video(job_id, ctx)
+        job = _rows(ctx, job_id)[0]
+        outcomes.append(
+            (result.status, result.reason, job.sampling, job.shortfall_frames, job.shortfall_windows)
+        )
+        ctx.close()
+    assert outcomes == [
+        ("succeeded", None, "exact", 1, [0]),
+        ("failed", "corrupt", None, None, None),
+    ]
 
 
 def test_missing_source_fails_permanently(ctx: PipelineContext, tmp_path: Path) -> None:
@@ -333,7 +356,7 @@ def test_an_s3_source_records_the_version_it_indexed(
     ctx.close()
 
 
-def test_transient_errors_retry_until_the_attempt_cap(
+def test_an_outage_defers_the_job_without_burning_attempts_until_its_deadline(
     tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]
 ) -> None:
     url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
@@ -346,23 +369,46 @@ def test_transient_errors_retry_until_the_attempt_cap(
         torchserve_inference_url=f"http://127.0.0.1:{free_port()}",
         torchserve_max_retries=0,
         job_max_attempts=2,
+        job_retry_base_s=30.0,
     )
     ctx = build_context(settings, classifier=TorchServeClient(settings))
     job_id = _submit(ctx, videos[0])
-    with pytest.raises(TransientJobError, match="inference_unavailable"):
-        index_video(job_id, ctx)
-    job = _rows(ctx, job_id)[0]
-    assert (job.status, job.reason, job.attempts) == ("queued", "inference_unavailable", 1)
+    before = datetime.now(UTC)
     result = index_video(job_id, ctx)
-    assert (result.status, result.reason) == ("failed", "inference_unavailable")
-    assert _rows(ctx, job_id)[0].attempts == 2
+    job = _rows(ctx, job_id)[0]
+    assert (result.status, result.reason) == ("queued", "inference_unavailable")
+    assert (job.status, job.reason, job.attempts, job.deferrals, job.lease_owner) == (
+        "queued",
+        "inference_unavailable",
+        0,
+        1,
+        None,
+    )
+    # Backoff with jitter (0.8..1 of the base), under a deadline an hour out.
+    retry_at = job.next_attempt_at.replace(tzinfo=UTC) if job.next_attempt_at else None
+    assert retry_at is not None
+    assert before + timedelta(seconds=24) <= retry_at <= before + timedelta(seconds=31)
+    assert job.deadline_at is not None and ctx.breaker is not None and ctx.breaker.is_open
+    # A delivery before the retry time does nothing.
+    assert index_video(job_id, ctx).status == "not_due"
+    # Past its deadline, the next delivery gives up.
+    with ctx.sessions.begin() as session:
+        row = session.get_one(Job, job_id)
+        row.next_attempt_at = row.deadline_at = datetime.now(UTC) - timedelta(seconds=1)
+    result = index_video(job_id, ctx)
+    assert (result.status, result.reason) == ("failed", "deadline_exceeded")
+    assert "inference_unavailable" in (result.detail or "")
 
-    # A job whose worker died mid-run (left "running") past the cap is failed as poison.
+    # A job whose worker died mid-run (left "running", its lease expired) counts that run; at the
+    # cap it fails as poison.
     poison = _submit(ctx, videos[1])
     with ctx.sessions.begin() as session:
         row = session.get_one(Job, poison)
-        row.status, row.attempts = "running", 2
-    assert index_video(poison, ctx).reason == "too_many_attempts"
+        row.status, row.attempts, row.lease_owner = "running", 1, "dead-worker"
+        row.lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    result = index_video(poison, ctx)
+    assert (result.status, result.reason) == ("failed", "too_many_attempts")
+    assert _rows(ctx, poison)[0].attempts == 2
     ctx.close()
 
 

@@ -22,7 +22,7 @@ from workers.cli.remote import backfill_table, remote_client, run_backfill
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from services.core.backfill import BackfillCounts, BackfillRunner
+    from services.core.backfills import BackfillCounts, BackfillRunner
     from services.core.config import Settings
 
 console = Console()
@@ -56,10 +56,10 @@ def backfill_cmd(
     ] = None,
 ) -> None:
     """Index every object under an S3 prefix: one idempotent job per object, resumable, throttled."""
-    from services.core import backfill as backfills
-    from services.core import served
+    from services.core import backfills, served
     from services.core.config import get_settings
-    from services.core.db import create_db_engine, session_factory
+    from services.core.db import db_engine, session_factory
+    from services.core.indexing.options import IndexOptions
     from services.core.models import Backfill
     from services.core.queue import create_producer
     from services.core.versions import ModelVersionError
@@ -100,8 +100,8 @@ def backfill_cmd(
         max_size=max_size,
         modified_since=backfills.as_utc(modified_since) if modified_since else None,
     )
-    options = {k: v for k, v in {"window_s": window_s, "top_k": top_k}.items() if v is not None}
-    engine = create_db_engine(settings.resolved_database_url)
+    options = IndexOptions(window_s=window_s, top_k=top_k).to_job_options()
+    engine = db_engine(settings)
     sessions = session_factory(engine)
     producer = create_producer(settings)
     try:
@@ -166,7 +166,7 @@ def follow(
     its jobs until all have finished; prints the summary and returns the final status."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.core import backfill as backfills
+    from services.core import backfills
     from services.core.models import Backfill
 
     with Progress(

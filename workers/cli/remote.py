@@ -17,8 +17,9 @@ from rich.table import Table
 from workers.cli.app import options
 
 if TYPE_CHECKING:
-    from services.api.schemas import BackfillOut, BackfillRequest, IndexOptions, JobOut, LabelOut
+    from services.api.schemas import BackfillOut, BackfillRequest, JobOut, LabelOut
     from services.client import TsmindexClient
+    from services.core.indexing.options import IndexOptions
 
 err = Console(stderr=True)
 

@@ -123,7 +123,7 @@ def prometheus_figures(url: str, *, timeout_s: float = 5.0) -> list[Figure]:
 
 
 def database_figures(database_url: str) -> list[Figure]:
-    """Job counts by status, videos, and the progress of the active backfills."""
+    """Job counts by status (and deferred), videos (and damaged ones), the active backfills."""
     from sqlalchemy import func, select
 
     from services.core.db import create_db_engine, session_factory
@@ -140,6 +140,14 @@ def database_figures(database_url: str) -> list[Figure]:
                 ).tuples()
             }
             videos = session.execute(select(func.count()).select_from(Video)).scalar_one()
+            deferred = session.execute(
+                select(func.count()).where(Job.status == "queued", Job.next_attempt_at.is_not(None))
+            ).scalar_one()
+            damaged, missing_frames = session.execute(
+                select(func.count(), func.coalesce(func.sum(Job.shortfall_frames), 0)).where(
+                    Job.shortfall_frames > 0
+                )
+            ).one()
             active = session.execute(
                 select(Backfill.id, Backfill.source_uri, Backfill.status, Backfill.jobs_created)
                 .where(Backfill.status.in_(ACTIVE_BACKFILL_STATUSES))
@@ -164,7 +172,11 @@ def database_figures(database_url: str) -> list[Figure]:
         Figure(f"jobs {status}", str(by_status.get(status, 0)), "database")
         for status in ("queued", "running", "succeeded", "failed")
     ]
+    figures.append(Figure("jobs deferred (waiting out an outage)", str(deferred), "database"))
     figures.append(Figure("videos", str(videos), "database"))
+    figures.append(
+        Figure("videos with frames that did not decode", f"{damaged} ({missing_frames} frames)", "database")
+    )
     figures.append(Figure("backfills active", str(len(active)), "database"))
     figures += [
         Figure(f"backfill {uri} ({status})", f"{done} / {created} jobs done", "database")

@@ -8,26 +8,20 @@ from dataclasses import asdict
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, resolve_model
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
 from services.api.schemas import (
     BackfillCountsOut,
     BackfillOut,
     BackfillRequest,
-    IndexOptions,
     ModelRef,
     ObjectFailureOut,
 )
-from services.core import backfill as backfills
+from services.core import backfills
+from services.core.indexing.options import IndexOptions
 from services.core.models import Backfill
 from services.core.queue import enqueue_backfill
 
 router = APIRouter(prefix="/v1/backfills", tags=["backfills"])
-
-
-def _end_read(session: Session) -> None:
-    # Authentication read the key in a transaction of its own; the route owns the next one.
-    if session.in_transaction():
-        session.commit()
 
 
 def backfill_out(
@@ -78,7 +72,7 @@ def create_backfill(
     )
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
     model = resolve_model(session, settings, body.model)
-    _end_read(session)
+    end_read(session)
     with session.begin():
         row = backfills.create_backfill(
             session,
@@ -106,7 +100,7 @@ def _get(session: Session, backfill_id: uuid.UUID) -> Backfill:
 @router.get("/{backfill_id}")
 def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
     """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         # The counting reads come first: the row lock is held only to store what they found.
         finished = backfills.finished_jobs(session, backfill_id)
@@ -119,7 +113,7 @@ def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -
 @router.post("/{backfill_id}/cancel")
 def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
     """Stop listing and fail the jobs no worker has started (reason ``cancelled``)."""
-    _end_read(session)
+    end_read(session)
     with session.begin():
         row = _get(session, backfill_id)
         backfills.cancel(session, row)

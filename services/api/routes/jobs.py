@@ -31,6 +31,11 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        next_attempt_at=job.next_attempt_at if job.status == JobStatus.queued else None,
+        sampling=job.sampling,
+        shortfall_frames=job.shortfall_frames,
+        shortfall_windows=job.shortfall_windows,
+        decode_fallback=job.decode_fallback,
         duplicate=duplicate,
     )
 

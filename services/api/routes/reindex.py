@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, resolve_model
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
 from services.api.routes.backfills import backfill_out
-from services.api.schemas import BackfillOut, IndexOptions, ReindexRequest
+from services.api.schemas import BackfillOut, ReindexRequest
+from services.core.indexing.options import IndexOptions
 from services.core.queue import enqueue_backfill
 from services.core.reindex import ReindexFilterError, ReindexFilters, create_reindex
 
@@ -35,8 +36,7 @@ def start_reindex(
         ) from exc
     model = resolve_model(session, settings, body.model)
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
-    if session.in_transaction():
-        session.commit()  # authentication's read; the route owns the next transaction
+    end_read(session)
     with session.begin():
         row = create_reindex(session, filters=filters, model=model, options=options.to_job_options())
         out = backfill_out(row, ({}, []))

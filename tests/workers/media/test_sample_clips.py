@@ -10,11 +10,10 @@ import io
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from tests.workers.media.videos import CODEC_EXTENSIONS, make_video, read_index, require_encoder
+from tests.workers.media.videos import CODEC_EXTENSIONS, make_video, read_index, require_encoder, zero_packet
 from workers.media import (
     CorruptVideoError,
     MediaLimits,
@@ -227,22 +226,11 @@ def test_raw_stream_without_timestamps_is_counted(tmp_path: Path) -> None:
     assert_frames_match(result)
 
 
-def _zero_packet(path: Path, target: Path, *, frame: int) -> Path:
-    """A copy of ``path`` with the payload of frame ``frame``'s packet zeroed (a damaged sector)."""
-    with av.open(str(path)) as container:
-        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size and p.pos is not None]
-    pos, size = packets[frame]
-    data = bytearray(path.read_bytes())
-    data[pos : pos + size] = bytes(size)
-    target.write_bytes(bytes(data))
-    return target
-
-
 def test_damaged_frame_is_a_shortfall_of_its_window(tmp_path: Path) -> None:
     source = make_video(tmp_path / "source.mp4", frames=60, size=(96, 64))
     mjpeg = tmp_path / "clip.avi"
     DERIVATIONS["mjpeg-avi"](source, mjpeg)  # 10 fps, every frame a keyframe
-    damaged = _zero_packet(mjpeg, tmp_path / "damaged.avi", frame=5)
+    damaged = zero_packet(mjpeg, tmp_path / "damaged.avi", frame=5)
 
     result = sample_clips(damaged, num_segments=8, window_s=3.0, resize=64, crop=64)
     assert result.shortfalls == (Shortfall(window=0, start_s=0.0, end_s=3.0, missing=1),)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import pytest
 
 from workers.media.synth import (
@@ -67,5 +68,16 @@ def write_unknown_codec(source: Path, target: Path) -> Path:
     if data.find(b"stsd") < 0 or entry < 0:
         raise ValueError("no H.264 sample entry in the stsd box")
     data[entry : entry + 4] = b"zzzz"
+    target.write_bytes(bytes(data))
+    return target
+
+
+def zero_packet(path: Path, target: Path, *, frame: int) -> Path:
+    """A copy of ``path`` with the payload of frame ``frame``'s packet zeroed (a damaged sector)."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size and p.pos is not None]
+    pos, size = packets[frame]
+    data = bytearray(path.read_bytes())
+    data[pos : pos + size] = bytes(size)
     target.write_bytes(bytes(data))
     return target
