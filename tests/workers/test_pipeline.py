@@ -469,7 +469,8 @@ def test_embedded_mode_gives_the_served_labels(
         update={
             "data_dir": tmp_path / "served",
             "database_url": url,
-            "model_name": torchserve.card_name,
+            # Jobs name the model as TorchServe serves it: their clips go to /predictions/NAME/VERSION.
+            "model_name": torchserve.settings.model_name,
             "model_version": torchserve.card_version,
             "num_segments": torchserve.clip_shape[0],
             "clip_resize": 73,
