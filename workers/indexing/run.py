@@ -59,6 +59,8 @@ def run_job(job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None 
             raise DatabaseUnavailableError(f"database unavailable at claim: {exc}") from exc
         raise
     if isinstance(snapshot, JobResult):
+        if snapshot.status in jobs.FINAL:
+            _notify(ctx, job_uuid)  # a webhook the claim wrote, or one a dead worker left behind
         return snapshot
     try:
         with _heartbeat(ctx, snapshot):
