@@ -95,12 +95,29 @@ def search_params(
     model_version: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    model: Annotated[
+        str | None, Query(max_length=401, description="only this model: NAME or NAME:VERSION")
+    ] = None,
 ) -> search.PageRequest:
     try:
         after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
-    return search.PageRequest(label, min_score, model_version, after, limit)
+    name, version = _model_filter(model)
+    if version is not None and model_version not in (None, version):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "model and model_version disagree")
+    return search.PageRequest(label, min_score, version or model_version, after, limit, model_name=name)
+
+
+def _model_filter(model: str | None) -> tuple[str | None, str | None]:
+    """``NAME`` or ``NAME:VERSION`` -> (name, version or None)."""
+    if model is None or ":" not in model:
+        return model, None
+    try:
+        wanted = ModelVersion.parse(model)
+    except ModelVersionError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return wanted.name, wanted.version
 
 
 SearchDep = Annotated[search.PageRequest, Depends(search_params)]

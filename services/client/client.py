@@ -37,7 +37,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 FINISHED_JOB = ("succeeded", "failed")
 FINISHED_BACKFILL = ("completed", "failed", "cancelled")
-SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit")
+SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit", "model")
 
 
 @dataclass(frozen=True)
@@ -239,10 +239,12 @@ class TsmindexClient:
         model_version: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        model: str | None = None,
     ) -> SearchPage:
-        """Videos whose video-level ``label`` scores at least ``min_score``, best first."""
+        """Videos whose video-level ``label`` scores at least ``min_score``, best first (``model``:
+        only that model, NAME or NAME:VERSION)."""
         page: SearchPage = self._call(
-            "search", params=_search(label, min_score, model_version, cursor, limit)
+            "search", params=_search(label, min_score, model_version, cursor, limit, model)
         )
         return page
 
@@ -254,10 +256,11 @@ class TsmindexClient:
         model_version: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        model: str | None = None,
     ) -> MomentPage:
         """Where ``label`` happens: runs of windows, best first."""
         page: MomentPage = self._call(
-            "moments", params=_search(label, min_score, model_version, cursor, limit)
+            "moments", params=_search(label, min_score, model_version, cursor, limit, model)
         )
         return page
 
@@ -320,7 +323,7 @@ class TsmindexClient:
 
 
 def _search(
-    label: str, min_score: float, model_version: str | None, cursor: str | None, limit: int
+    label: str, min_score: float, model_version: str | None, cursor: str | None, limit: int, model: str | None
 ) -> dict[str, Any]:
     return {
         "label": label,
@@ -328,6 +331,7 @@ def _search(
         "model_version": model_version,
         "cursor": cursor,
         "limit": limit,
+        "model": model,
     }
 
 

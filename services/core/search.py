@@ -61,13 +61,14 @@ class Cursor:
 @dataclass(frozen=True)
 class PageRequest:
     """One page of a search: the label, its minimum score, optionally one model version, and where
-    the page before ended."""
+    the page before ended. Several models may be served at once: ``model_name`` keeps one."""
 
     label: str
     min_score: float = 0.0
     model_version: str | None = None
     after: Cursor | None = None
     limit: int = 50
+    model_name: str | None = None
 
 
 def _page(table: type[VideoLabel] | type[LabelSegment], page: PageRequest) -> Select[Any]:
@@ -78,6 +79,8 @@ def _page(table: type[VideoLabel] | type[LabelSegment], page: PageRequest) -> Se
     )
     if page.model_version is not None:
         query = query.where(table.model_version == page.model_version)
+    if page.model_name is not None:
+        query = query.where(table.model_name == page.model_name)
     if page.after is not None:
         after = page.after
         query = query.where(

@@ -155,14 +155,17 @@ def search_cmd(
     min_score: Annotated[float, typer.Option(help="minimum score (video-level, or per window)")] = 0.0,
     moments: Annotated[bool, typer.Option("--moments", help="where in the videos: runs of windows")] = False,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+    model: Annotated[
+        str | None, typer.Option("--model", help="only this model, NAME or NAME:VERSION")
+    ] = None,
 ) -> None:
     """Search the index for videos with a label (with --moments, where in them), best score first."""
     client = remote_client()
     if client is not None:
         with client:
-            rows = search_rows(client, label, min_score=min_score, moments=moments, limit=limit)
+            rows = search_rows(client, label, min_score=min_score, moments=moments, limit=limit, model=model)
     else:
-        rows = _search_rows(label, min_score=min_score, moments=moments, limit=limit)
+        rows = _search_rows(label, min_score=min_score, moments=moments, limit=limit, model=model)
     table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
     columns = (
         ["score", "video", "from", "to", "model", "id"]
@@ -178,16 +181,25 @@ def search_cmd(
         raise typer.Exit(1)
 
 
-def _search_rows(label: str, *, min_score: float, moments: bool, limit: int) -> list[list[str]]:
+def _search_rows(
+    label: str, *, min_score: float, moments: bool, limit: int, model: str | None
+) -> list[list[str]]:
     """The rows ``tsmindex search`` prints, read from the local database."""
     from services.core import search
     from services.core.db import create_db_engine, session_factory
     from services.core.models import LabelSegment
+    from services.core.versions import ModelVersion
+
+    name, version = (
+        (model, None) if model is None or ":" not in model else ModelVersion.parse(model).astuple()
+    )
 
     engine = create_db_engine(_settings().resolved_database_url)
     hits = search.moment_hits if moments else search.video_hits
     with session_factory(engine)() as session:
-        page = search.PageRequest(label, min_score=min_score, limit=limit)
+        page = search.PageRequest(
+            label, min_score=min_score, model_version=version, limit=limit, model_name=name
+        )
         found, _ = search.split_page(session.execute(hits(page)).all(), page)
         rows = []
         for hit, video in found:

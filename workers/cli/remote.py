@@ -119,7 +119,13 @@ def remote_labels(client: TsmindexClient) -> Callable[[JobOut], list[LabelOut]]:
 
 
 def search_rows(
-    client: TsmindexClient, label: str, *, min_score: float, moments: bool, limit: int
+    client: TsmindexClient,
+    label: str,
+    *,
+    min_score: float,
+    moments: bool,
+    limit: int,
+    model: str | None = None,
 ) -> list[list[str]]:
     """The rows ``tsmindex search`` prints, read from the API."""
     with api_errors():
@@ -133,7 +139,7 @@ def search_rows(
                     f"{m.model.name}:{m.model.version}",
                     str(m.video_id),
                 ]
-                for m in client.moments(label, min_score=min_score, limit=limit).items
+                for m in client.moments(label, min_score=min_score, limit=limit, model=model).items
             ]
         return [
             [
@@ -143,7 +149,7 @@ def search_rows(
                 f"{h.model.name}:{h.model.version}",
                 str(h.video_id),
             ]
-            for h in client.search(label, min_score=min_score, limit=limit).items
+            for h in client.search(label, min_score=min_score, limit=limit, model=model).items
         ]
 
 
