@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from services.core.config import Settings
-from services.core.indexing.errors import IndexingError
+from services.core.indexing.errors import IndexingError, reason_for
 from services.core.indexing.reasons import FailureReason
 
 CHUNK_BYTES = 1024 * 1024
@@ -73,6 +73,10 @@ class HashingReader:
 class ObjectStorage(Protocol):
     def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject: ...
     def download(self, key: str, dest: Path) -> None: ...
+    def read_bytes(self, key: str) -> bytes:
+        """A small object whole (thumbnails); ``ObjectNotFoundError`` when it is missing."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
 
@@ -106,6 +110,12 @@ class LocalStorage:
         if not path.is_file():
             raise ObjectNotFoundError(key)
         shutil.copyfile(path, dest)
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(key)
+        return path.read_bytes()
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -150,6 +160,10 @@ class S3Storage:
     def download(self, key: str, dest: Path) -> None:
         download_s3_object(self.client, self.bucket, key, dest)
 
+    def read_bytes(self, key: str) -> bytes:
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        return bytes(self._call(response["Body"].read))
+
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
 
@@ -166,19 +180,17 @@ class S3Storage:
 
 
 def _s3_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` with botocore's errors translated (by ``reason_for``'s table) into storage errors."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return fn(*args, **kwargs)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}:
-            raise ObjectNotFoundError(str(exc)) from exc
-        if code in {"403", "AccessDenied", "Forbidden"}:
-            raise ObjectAccessDeniedError(str(exc)) from exc
-        raise StorageError(str(exc)) from exc
-    except BotoCoreError as exc:
-        raise StorageError(str(exc)) from exc
+    except (ClientError, BotoCoreError) as exc:
+        error = {
+            FailureReason.source_missing: ObjectNotFoundError,
+            FailureReason.access_denied: ObjectAccessDeniedError,
+        }.get(reason_for(exc), StorageError)
+        raise error(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """``run_job``: one delivery of a job, from claim to notify.
 
-claim (a lease) -> fetch -> sample -> classify -> store -> notify. A heartbeat thread renews the
-lease while the run decodes and infers. Every failure is translated to a ``FailureReason`` in one
-place: a permanent one fails the job, a transient one defers it (no attempt burned), a defect fails
-it as ``internal_error`` and is raised. When the database itself is down, nothing can be recorded:
-``DatabaseUnavailableError`` is raised for the task to retry, and the lease expiring hands the job
-to the reaper if that retry never comes.
+claim (a lease) -> fetch -> sample and classify (chunk by chunk) -> store -> notify. A heartbeat
+thread renews the lease while the run decodes and infers. Every failure is translated to a
+``FailureReason`` in one place: a permanent one fails the job, a transient one defers it (no
+attempt burned), a defect fails it as ``internal_error`` and is raised. When the database itself is
+down, nothing can be recorded: ``DatabaseUnavailableError`` is raised for the task to retry, and the
+lease expiring hands the job to the reaper if that retry never comes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from services.core.versions import ModelVersion
 from workers.indexing.classify import classify
 from workers.indexing.context import PipelineContext
 from workers.indexing.fetch import fetch
-from workers.indexing.sample import sample
+from workers.indexing.sample import open_stream
 from workers.indexing.snapshot import JobSnapshot
 from workers.indexing.store import Source, store
 
@@ -47,13 +47,15 @@ class JobResult:
     retry_at: datetime | None = None  # a deferred job's next attempt
 
 
-def run_job(job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None = None) -> JobResult:
-    """Run one delivery of the job. ``owner`` names this delivery's lease (a redelivery of the same
-    message, e.g. a task retry, passes the same one and takes its own lease back)."""
+def run_job(
+    job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None = None, resuming: bool = False
+) -> JobResult:
+    """Run one delivery of the job. ``owner`` names this delivery's lease; ``resuming``: the same
+    delivery again after an outage (it takes its own lease back without counting an attempt)."""
     job_uuid = uuid.UUID(str(job_id))
     owner = owner or uuid.uuid4().hex
     try:
-        snapshot = _claim(ctx, job_uuid, owner)
+        snapshot = _claim(ctx, job_uuid, owner, resuming)
     except Exception as exc:
         if reason_for(exc) is FailureReason.database_unavailable:
             raise DatabaseUnavailableError(f"database unavailable at claim: {exc}") from exc
@@ -71,9 +73,11 @@ def run_job(job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None 
     return result
 
 
-def _claim(ctx: PipelineContext, job_id: uuid.UUID, owner: str) -> JobSnapshot | JobResult:
+def _claim(ctx: PipelineContext, job_id: uuid.UUID, owner: str, resuming: bool) -> JobSnapshot | JobResult:
     with ctx.sessions.begin() as session:
-        claim = jobs.claim(session=session, job_id=job_id, owner=owner, settings=ctx.settings)
+        claim = jobs.claim(
+            session=session, job_id=job_id, owner=owner, settings=ctx.settings, resuming=resuming
+        )
         job = claim.job
         if claim.outcome is not jobs.ClaimOutcome.claimed or job is None:
             if job is None:
@@ -96,12 +100,12 @@ def _run(job: JobSnapshot, ctx: PipelineContext) -> JobResult:
         # An S3 object may have changed since an earlier run: hash what was read this time.
         sha256 = sha256_file(fetched.path) if fetched.etag is not None or job.sha256 is None else job.sha256
         source = Source(sha256=sha256, size_bytes=fetched.path.stat().st_size, etag=fetched.etag)
-        with _stage("decode"):
-            sampled = sample(fetched.path, job.options, ctx.settings, job.preprocessing)
-    with _stage("inference"):
-        windows = classify(job, sampled, ctx, lambda fraction: _progress(ctx, job, fraction))
+        # Decoding and inference alternate chunk by chunk (classify times each stage).
+        with open_stream(fetched.path, job.options, ctx.settings, job.preprocessing) as stream:
+            inferred = classify(job, stream, ctx, lambda fraction: _progress(ctx, job, fraction))
+            sampled = stream.finish(len(inferred.windows))
     with _stage("store"):
-        row = store(ctx, job, sampled, source, windows)
+        row = store(ctx, job, sampled, source, inferred)
     if row is None:
         return _current(ctx, job.job_id)  # another run took over and finished or holds it
     metrics.VIDEOS_INDEXED.labels("succeeded").inc()
