@@ -99,6 +99,7 @@ def platform(
         "TSMINDEX_WINDOW_S": "1.0",
         "TSMINDEX_TOP_K": str(TOP_K),
         "TSMINDEX_BACKFILL_POLL_S": "0.2",
+        "TSMINDEX_INFERENCE_BACKEND": "torchserve",  # the platform's: the API embeds query clips there
     }
     # Only the worker knows its model; it registers how to cut clips for it too.
     worker_env = {
