@@ -23,6 +23,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     models,
     platform,
     quantize,
+    reindex,
     serving,
     similar,
     status,

@@ -58,7 +58,9 @@ def _predict(job: JobSnapshot, clips: Sequence[Clip], ctx: PipelineContext) -> l
     predictions: list[ClipPrediction] = []
     for start in range(0, len(clips), INFER_CHUNK):
         batch = [clip.frames for clip in clips[start : start + INFER_CHUNK]]
-        chunk = ctx.classifier.classify(batch, top_k=ctx.settings.window_top_k, with_embedding=True)
+        chunk = ctx.classifier.classify(
+            batch, top_k=ctx.settings.window_top_k, with_embedding=True, model=job.model
+        )
         if chunk and chunk[0].model_version != job.model_version:
             # Labels are stored under the job's model version: they must come from that version.
             raise ModelMismatchError(

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
 from services.api.schemas import (
     BackfillCountsOut,
     BackfillOut,
@@ -71,6 +71,7 @@ def create_backfill(
         modified_since=body.modified_since,
     )
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
+    model = resolve_model(session, settings, body.model)
     end_read(session)
     with session.begin():
         row = backfills.create_backfill(
@@ -80,6 +81,7 @@ def create_backfill(
             filters=filters,
             options=options.to_job_options(),
             output_uri=body.output_uri,
+            model=model,
         )
         out = backfill_out(row, ({}, []))  # nothing listed yet
     # After the commit: the worker that picks the id up finds the row.
