@@ -27,6 +27,7 @@ from services.api.routes import (
     jobs,
     labels,
     moments,
+    reindex,
     similar,
     tenant,
     uploads,
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder 
         similar.router,
         backfills.router,
         compare.router,
+        reindex.router,
         admin.router,
         tenant.router,
     )

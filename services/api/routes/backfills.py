@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.deps import ProducerDep, SessionDep, SettingsDep, end_read
+from services.api.deps import ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
 from services.api.guard import BackfillDep, Principal, check_allowed
 from services.api.schemas import (
     NOT_FOUND,
@@ -75,6 +75,7 @@ def create_backfill(
         modified_since=body.modified_since,
     )
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
+    model = resolve_model(session, settings, body.model)
     end_read(session)
     with session.begin():
         check_allowed(session, settings, caller, body.source_uri, body.output_uri)
@@ -86,6 +87,7 @@ def create_backfill(
             filters=filters,
             options=options.to_job_options(),
             output_uri=body.output_uri,
+            model=model,
         )
         out = backfill_out(row, ({}, []))  # nothing listed yet
     # After the commit: the worker that picks the id up finds the row.

@@ -31,6 +31,7 @@ from services.api.deps import (
     SourceS3Dep,
     StorageDep,
     end_read,
+    resolve_model,
 )
 from services.api.guard import Principal, WriteDep, check_allowed
 from services.api.routes.jobs import job_out
@@ -53,11 +54,13 @@ from services.core.storage import (
     parse_s3_uri,
     s3_object_version,
 )
+from services.core.versions import ModelVersion
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 OPTION_FIELDS = ("window_s", "top_k", "min_score", "include", "exclude", "webhook_url", "sampling")
+MODEL_FIELD = "model"  # NAME or NAME:VERSION of a served model
 RETRY_AFTER_S = "5"
 
 UPLOAD_BODY = {
@@ -70,7 +73,7 @@ UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        **{name: {"type": "string"} for name in OPTION_FIELDS},
+                        **{name: {"type": "string"} for name in (*OPTION_FIELDS, MODEL_FIELD)},
                     },
                 }
             },
@@ -173,11 +176,12 @@ def _register(
     caller: Principal,
     idempotency_key: str | None,
     options: IndexOptions,
+    model: ModelVersion,
     video: jobs.VideoSpec,
 ) -> jobs.Submission:
-    """The video and its job for the served model version, in one transaction, in the caller's
+    """The video and its job for ``model`` (a served version), in one transaction, in the caller's
     tenant; a known idempotency key answers its job (same request) or 422 (another one)."""
-    fingerprint = request_fingerprint(video.sha256 or video.source_uri or "", options)
+    fingerprint = request_fingerprint(video.sha256 or video.source_uri or "", options, model)
     with session.begin():
         if idempotency_key is not None:
             known = session.get(IdempotencyKey, (caller.key_id, idempotency_key))
@@ -186,7 +190,7 @@ def _register(
         submission = jobs.submit(
             session=session,
             video=video,
-            model=jobs.ModelKey.served(settings),
+            model=model,
             options=options.to_job_options(),
             tenant_id=caller.tenant_id,
         )
@@ -204,9 +208,13 @@ def _register(
         return submission
 
 
-def request_fingerprint(content: str, options: IndexOptions) -> str:
-    """What an idempotency key is bound to: the bytes' digest (or the source URI) and the options."""
-    canonical = json.dumps({"content": content, "options": options.to_job_options()}, sort_keys=True)
+def request_fingerprint(content: str, options: IndexOptions, model: ModelVersion) -> str:
+    """What an idempotency key is bound to: the bytes' digest (or the source URI), the options and
+    the model."""
+    canonical = json.dumps(
+        {"content": content, "options": options.to_job_options(), "model": [model.name, model.version]},
+        sort_keys=True,
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -228,6 +236,15 @@ def _replay(
     video = session.get_one(Video, job.video_id)
     orphan = storage_key if storage_key is not None and storage_key != video.storage_key else None
     return jobs.Submission(job, video, False, True, False, False, orphan)
+
+
+def _served_model(session: Session, settings: Settings, requested: str | None) -> ModelVersion:
+    """The served version to index with, read before any bytes are stored (the read ends here: no
+    connection is held while the upload streams)."""
+    try:
+        return resolve_model(session, settings, requested)
+    finally:
+        end_read(session)
 
 
 def _parse_options(data: dict[str, Any]) -> IndexOptions:
@@ -279,7 +296,7 @@ async def _accept_upload(
 ) -> jobs.Submission:
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
     # the guard has already cut off a body longer than the upload limit allows.
-    form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
+    form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 6)
     try:
         upload = form.get("file")
         fields = {
@@ -288,6 +305,10 @@ async def _accept_upload(
         }
         options = _parse_options({k: v for k, v in fields.items() if v not in (None, "", [])})
         _check_webhook(options, settings)
+        requested = form.get(MODEL_FIELD)
+        model = await run_in_threadpool(
+            _served_model, session, settings, requested if isinstance(requested, str) and requested else None
+        )
         if not isinstance(upload, UploadFile):
             raise _missing_file()
         head = await upload.read(SNIFF_BYTES)
@@ -319,6 +340,7 @@ async def _accept_upload(
                     caller=caller,
                     idempotency_key=idempotency_key,
                     options=options,
+                    model=model,
                     video=spec,
                 )
             )
@@ -349,7 +371,7 @@ async def _accept_source(
     _check_webhook(source, settings)
     # Before any S3 call: a refusal says nothing about whether the object exists.
     await run_in_threadpool(lambda: check_allowed(session, settings, caller, source.source_uri))
-    await run_in_threadpool(end_read, session)
+    model = await run_in_threadpool(_served_model, session, settings, source.model)
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
     spec = jobs.VideoSpec(source_uri=source.source_uri, source_etag=version.etag or None)
     return await run_in_threadpool(
@@ -359,6 +381,7 @@ async def _accept_source(
             caller=caller,
             idempotency_key=idempotency_key,
             options=source,
+            model=model,
             video=spec,
         )
     )

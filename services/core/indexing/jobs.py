@@ -30,6 +30,7 @@ from services.core.indexing import outbox
 from services.core.indexing.errors import BrokerUnavailableError, IndexingError
 from services.core.indexing.reasons import FailureReason
 from services.core.models import DEFAULT_TENANT_ID, Job, JobStatus, Video, WebhookDelivery
+from services.core.versions import ModelVersion
 
 FINAL = (JobStatus.succeeded, JobStatus.failed)
 DETAIL_CHARS = 2000
@@ -42,16 +43,6 @@ def utcnow() -> datetime:
 def as_utc(dt: datetime) -> datetime:
     # SQLite returns naive datetimes for timezone-aware columns.
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    name: str
-    version: str
-
-    @classmethod
-    def served(cls, settings: Settings) -> ModelKey:
-        return cls(settings.model_name, settings.model_version)
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ def submit(
     *,
     session: Session,
     video: VideoSpec,
-    model: ModelKey,
+    model: ModelVersion,
     options: dict[str, Any],
     backfill_id: uuid.UUID | None = None,
     retry_failed: bool = True,
@@ -110,7 +101,7 @@ def submit_many(
     *,
     session: Session,
     videos: Sequence[VideoSpec],
-    model: ModelKey,
+    model: ModelVersion,
     options: dict[str, Any],
     backfill_id: uuid.UUID | None = None,
     retry_failed: bool = True,
@@ -218,7 +209,7 @@ def _upsert_videos(
 def _insert_jobs(
     session: Session,
     rows: Sequence[tuple[Video, bool]],
-    model: ModelKey,
+    model: ModelVersion,
     options: dict[str, Any],
     backfill_id: uuid.UUID | None,
     now: datetime,
@@ -357,13 +348,19 @@ def lease_is_live(job: Job, now: datetime) -> bool:
 
 
 def claim(
-    *, session: Session, job_id: uuid.UUID, owner: str, settings: Settings, resuming: bool = False
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    owner: str,
+    settings: Settings,
+    previous_owner: str | None = None,
 ) -> Claim:
     """Take the job's lease if nobody else holds a live one. Finding another owner's expired lease
     means that run died: it counts as a failed attempt, and at the cap the job fails
     ``too_many_attempts``. So does finding one's own lease (the message redelivered after its
-    worker was lost: a video that kills its worker must not loop), unless ``resuming`` (the same
-    delivery retried after an outage it could not record)."""
+    worker was lost: a video that kills its worker must not loop). Only a lease held by
+    ``previous_owner`` (the try of this delivery that met an outage it could not record) is taken
+    over without counting."""
     now = utcnow()
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
@@ -371,10 +368,10 @@ def claim(
     if job.status in FINAL:
         return Claim(ClaimOutcome.finished, job)
     if job.status == JobStatus.running:
-        mine = job.lease_owner == owner
-        if not mine and lease_is_live(job, now):
+        resumed = previous_owner is not None and job.lease_owner == previous_owner
+        if job.lease_owner != owner and not resumed and lease_is_live(job, now):
             return Claim(ClaimOutcome.busy, job)
-        if not (mine and resuming) and _count_lost_run(session, job, settings):
+        if not resumed and _count_lost_run(session, job, settings):
             return Claim(ClaimOutcome.failed, job)
     elif job.next_attempt_at is not None and as_utc(job.next_attempt_at) > now:
         return Claim(ClaimOutcome.not_due, job)
