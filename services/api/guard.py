@@ -173,6 +173,10 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if b"%00" in scope.get("query_string", b""):
+            # No database stores a NUL in text: refused here rather than failing there (500).
+            await _send_json(send, 400, "NUL characters are not accepted in a query")
+            return
         limit = body_limit(scope, self.settings)
         declared = _header(scope, b"content-length")
         principal: Principal | None = None
