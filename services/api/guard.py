@@ -142,16 +142,28 @@ async def _send_body(
     await send({"type": "http.response.body", "body": body})
 
 
-def _counting_receive(receive: Receive, limit: BodyLimit) -> Receive:
+class NulInBodyError(HTTPException):
+    """A JSON body with an escaped NUL: no database stores it in text, so it is refused up front."""
+
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_400_BAD_REQUEST, "NUL characters are not accepted")
+
+
+def _counting_receive(receive: Receive, limit: BodyLimit, *, json_body: bool) -> Receive:
     received = 0
+    tail = b""  # the end of the previous chunk: an escape may straddle two
 
     async def counted() -> Message:
-        nonlocal received
+        nonlocal received, tail
         message = await receive()
         if message["type"] == "http.request":
-            received += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            received += len(chunk)
             if received > limit.max_bytes:
                 raise BodyTooLargeError(limit)
+            if json_body and b"\\u0000" in tail + chunk:
+                raise NulInBodyError()
+            tail = chunk[-6:]
         return message
 
     return counted
@@ -240,7 +252,9 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, _counting_receive(receive, limit), tracking_send)
+            await self.app(
+                scope, _counting_receive(receive, limit, json_body=not _is_multipart(scope)), tracking_send
+            )
         except BodyTooLargeError as exc:
             if started:
                 raise
