@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from workers.benchmarks.harness.ports import free_port, wait_port
 
 PG_ADMIN_DSN = os.environ.get("TSMINDEX_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 
@@ -30,24 +30,6 @@ __all__ = [
     "tiny_checkpoint",
     "wait_port",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, *, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before opening port {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ that is lost or dropped is not a lost job: the reaper sends the job again.
 
 from __future__ import annotations
 
+import random
+
 from celery import Task
 
 from services.core import metrics
@@ -17,28 +19,33 @@ from workers.celery_app import celery_app, worker_context
 from workers.indexing.run import run_job
 
 BREAKER_WAIT_S = 60.0  # how long a delivery waits for the model server before leaving the job queued
+RETRY_CAP_S = 60.0  # longest wait between two tries while the database is down
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]
     name="workers.tasks.index_video",
     bind=True,
-    autoretry_for=(DatabaseUnavailableError,),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
     max_retries=None,  # the job's deadline bounds it, not a count
     acks_late=True,
     reject_on_worker_lost=True,
 )
-def index_video(self: Task, job_id: str) -> str:
-    """Index one video; the job row records the outcome, the return value is its status."""
+def index_video(self: Task, job_id: str, owner: str | None = None) -> str:
+    """Index one video; the job row records the outcome, the return value is its status.
+
+    The lease owner is this message (``hostname:task id``): a redelivery after the worker was lost
+    finds its own lease and counts the lost run. A retry after a database outage passes ``owner``
+    on, and takes its lease back without counting one."""
     ctx = worker_context()
     if ctx.breaker is not None and not ctx.breaker.wait_closed(BREAKER_WAIT_S):
-        return "breaker_open"  # the job stays queued and unsent: the reaper sends it again
+        return "breaker_open"  # the job stays queued: the reaper sends it again
+    resuming = owner is not None
+    owner = owner or f"{self.request.hostname}:{self.request.id}"
     with metrics.JOBS_IN_FLIGHT.track_inprogress():
-        # One owner per message: a retry of this task takes its own lease back.
-        owner = f"{self.request.hostname}:{self.request.id}"
-        return run_job(job_id, ctx, owner=owner).status
+        try:
+            return run_job(job_id, ctx, owner=owner, resuming=resuming).status
+        except DatabaseUnavailableError as exc:
+            countdown = min(RETRY_CAP_S, 2.0 ** (self.request.retries + 1)) * random.uniform(0.5, 1.0)
+            raise self.retry(exc=exc, countdown=countdown, kwargs={"owner": owner}) from exc
 
 
 @celery_app.task(name="workers.tasks.backfill_prefix")  # type: ignore[untyped-decorator]

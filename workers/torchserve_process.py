@@ -29,6 +29,54 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+class TorchServeProcess:
+    """A TorchServe for ``archive`` on ports chosen once: ``stop()`` and ``start()`` again serve on the
+    same addresses (a restart as clients see it)."""
+
+    def __init__(
+        self,
+        archive: Path,
+        run_dir: Path,
+        *,
+        batch_size: int,
+        max_batch_delay_ms: int,
+        workers: int = 1,
+        model_name: str = "tsm",
+    ) -> None:
+        self.archive = archive
+        self.run_dir = run_dir
+        inference, management, metrics, grpc_i, grpc_m = free_ports(5)
+        self.values = {
+            "TSMINDEX_TORCHSERVE_INFERENCE_URL": f"http://127.0.0.1:{inference}",
+            "TSMINDEX_TORCHSERVE_MANAGEMENT_URL": f"http://127.0.0.1:{management}",
+            "TSMINDEX_TORCHSERVE_METRICS_URL": f"http://127.0.0.1:{metrics}",
+            "TSMINDEX_TORCHSERVE_GRPC_INFERENCE_PORT": str(grpc_i),
+            "TSMINDEX_TORCHSERVE_GRPC_MANAGEMENT_PORT": str(grpc_m),
+            "TSMINDEX_INFERENCE_BATCH_SIZE": str(batch_size),
+            "TSMINDEX_TORCHSERVE_MAX_BATCH_DELAY_MS": str(max_batch_delay_ms),
+            "TSMINDEX_TORCHSERVE_WORKERS": str(workers),
+            "TSMINDEX_MODEL_NAME": model_name,
+        }
+        self.settings = Settings(
+            torchserve_inference_url=self.values["TSMINDEX_TORCHSERVE_INFERENCE_URL"],
+            torchserve_management_url=self.values["TSMINDEX_TORCHSERVE_MANAGEMENT_URL"],
+            torchserve_metrics_url=self.values["TSMINDEX_TORCHSERVE_METRICS_URL"],
+            torchserve_token=None,  # read from the run directory's key file
+            torchserve_key_file=run_dir / "key_file.json",
+            inference_batch_size=batch_size,
+            model_name=model_name,
+        )
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.values, "TSMINDEX_TORCHSERVE_RUN_DIR": str(self.run_dir)}
+
+    def start(self, *, timeout_s: float = 600) -> None:
+        _script("start", str(self.archive), env=self._env(), timeout_s=timeout_s)
+
+    def stop(self, *, timeout_s: float = 120) -> None:
+        _script("stop", env=self._env(), timeout_s=timeout_s)
+
+
 @contextmanager
 def served(
     archive: Path,
@@ -42,32 +90,19 @@ def served(
     stop_timeout_s: float = 120,
 ) -> Iterator[Settings]:
     """Serve ``archive`` from ``run_dir`` until the block ends; yields the client's settings."""
-    inference, management, metrics, grpc_i, grpc_m = free_ports(5)
-    values = {
-        "TSMINDEX_TORCHSERVE_INFERENCE_URL": f"http://127.0.0.1:{inference}",
-        "TSMINDEX_TORCHSERVE_MANAGEMENT_URL": f"http://127.0.0.1:{management}",
-        "TSMINDEX_TORCHSERVE_METRICS_URL": f"http://127.0.0.1:{metrics}",
-        "TSMINDEX_TORCHSERVE_GRPC_INFERENCE_PORT": str(grpc_i),
-        "TSMINDEX_TORCHSERVE_GRPC_MANAGEMENT_PORT": str(grpc_m),
-        "TSMINDEX_INFERENCE_BATCH_SIZE": str(batch_size),
-        "TSMINDEX_TORCHSERVE_MAX_BATCH_DELAY_MS": str(max_batch_delay_ms),
-        "TSMINDEX_TORCHSERVE_WORKERS": str(workers),
-        "TSMINDEX_MODEL_NAME": model_name,
-    }
-    env = {**os.environ, **values, "TSMINDEX_TORCHSERVE_RUN_DIR": str(run_dir)}
-    _script("start", str(archive), env=env, timeout_s=start_timeout_s)
+    server = TorchServeProcess(
+        archive,
+        run_dir,
+        batch_size=batch_size,
+        max_batch_delay_ms=max_batch_delay_ms,
+        workers=workers,
+        model_name=model_name,
+    )
+    server.start(timeout_s=start_timeout_s)
     try:
-        yield Settings(
-            torchserve_inference_url=values["TSMINDEX_TORCHSERVE_INFERENCE_URL"],
-            torchserve_management_url=values["TSMINDEX_TORCHSERVE_MANAGEMENT_URL"],
-            torchserve_metrics_url=values["TSMINDEX_TORCHSERVE_METRICS_URL"],
-            torchserve_token=None,  # read from the run directory's key file
-            torchserve_key_file=run_dir / "key_file.json",
-            inference_batch_size=batch_size,
-            model_name=model_name,
-        )
+        yield server.settings
     finally:
-        _script("stop", env=env, timeout_s=stop_timeout_s)
+        server.stop(timeout_s=stop_timeout_s)
 
 
 def _script(command: str, *args: str, env: dict[str, str], timeout_s: float) -> None:

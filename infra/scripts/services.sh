@@ -27,7 +27,7 @@ if ! port_open 6379; then
   echo "services: starting Redis"
   command -v redis-server >/dev/null || { echo "services: redis-server is not installed" >&2; exit 1; }
   mkdir -p /tmp/tsmindex-redis
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly yes \
     --dir /tmp/tsmindex-redis --logfile /tmp/tsmindex-redis/redis.log
   wait_port 6379 Redis
 fi

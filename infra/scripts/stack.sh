@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
 # The whole platform on this machine without Docker, against the local Redis and PostgreSQL:
 #
-#   infra/scripts/stack.sh up       # S3-compatible server (moto), TorchServe, API, Celery worker(s)
+#   infra/scripts/stack.sh up       # Redis (append-only), S3-compatible server (moto), TorchServe, API,
+#                                   # Celery worker(s)
 #   infra/scripts/stack.sh status
 #   infra/scripts/stack.sh down     # returns once every process it started has exited
 #
 # Settings are the TSMINDEX_* variables (services/core/config.py). Development defaults, with
 # generated secrets, are written once to $STACK_DIR/env; variables already set win over them.
 #   TSMINDEX_STACK_DIR         pid files, logs, env, the API key created on first up (default var/stack)
-#   TSMINDEX_STACK_COMPONENTS  what to start (default "s3 torchserve api worker"; drop torchserve to
-#                              use a server that is already running)
+#   TSMINDEX_STACK_COMPONENTS  what to start (default "redis s3 torchserve api worker"; drop torchserve
+#                              or redis to use a server that is already running)
 #   TSMINDEX_STACK_ARCHIVE     model archive (default var/model-store/tsm.mar, built on first up from
 #                              TSMINDEX_CHECKPOINT_PATH, else from TSMINDEX_STACK_MODEL)
 #   TSMINDEX_STACK_MODEL       a known model (`tsmindex models`; default TSMINDEX_DEFAULT_MODEL, the
 #                              published Kinetics-400 TSM-R50, downloaded once), or "random" (offline
 #                              pipeline checks: random weights, arbitrary labels)
 #   TSMINDEX_STACK_WORKERS     worker processes (default 1)
+#
+# The stack's Redis is the broker: it runs with append-only persistence (as in docker-compose.yml) in
+# $STACK_DIR/redis, on TSMINDEX_REDIS_URL's port (6390 by default, beside a system Redis on 6379), so a
+# restart of it keeps the queued jobs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STACK_DIR="${TSMINDEX_STACK_DIR:-$ROOT/var/stack}"
 BIN="${TSMINDEX_BIN_DIR:-$ROOT/.venv/bin}"
-COMPONENTS="${TSMINDEX_STACK_COMPONENTS:-s3 torchserve api worker}"
+COMPONENTS="${TSMINDEX_STACK_COMPONENTS:-redis s3 torchserve api worker}"
 ARCHIVE="${TSMINDEX_STACK_ARCHIVE:-$ROOT/var/model-store/tsm.mar}"
 WORKERS="${TSMINDEX_STACK_WORKERS:-1}"
 MODEL="${TSMINDEX_STACK_MODEL:-}"
@@ -46,7 +51,7 @@ load_env() {
 : "\${TSMINDEX_API_KEYS_PEPPER:=$(secret)}"
 : "\${TSMINDEX_WEBHOOK_SECRET:=$(secret)}"
 : "\${TSMINDEX_DATABASE_URL:=postgresql+psycopg://postgres@127.0.0.1:5432/tsmindex}"
-: "\${TSMINDEX_REDIS_URL:=redis://127.0.0.1:6379/0}"
+: "\${TSMINDEX_REDIS_URL:=redis://127.0.0.1:6390/0}"
 : "\${TSMINDEX_STORAGE_BACKEND:=s3}"
 : "\${TSMINDEX_S3_ENDPOINT_URL:=http://127.0.0.1:9000}"
 : "\${TSMINDEX_S3_BUCKET:=tsmindex}"
@@ -140,9 +145,27 @@ ensure_archive() {
         --model-name "$(basename "$ARCHIVE" .mar)" || die "no model archive (see above)"
 }
 
+# The broker with append-only persistence: a queued job survives a restart of Redis.
+start_redis() {
+    local port; port="$(port_of "$TSMINDEX_REDIS_URL")"
+    if ! pid_alive redis && port_open "$port"; then
+        local aof; aof="$(redis-cli -p "$port" config get appendonly 2>/dev/null | tail -1)"
+        echo "redis: a server not started by stack.sh listens on $port (appendonly: ${aof:-unknown}); using it"
+        [[ "$aof" == yes ]] || echo "redis: WARNING: without appendonly a restart of it loses the queued jobs" >&2
+        return 0
+    fi
+    mkdir -p "$STACK_DIR/redis"
+    launch redis redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes \
+        --appendfsync everysec --dir "$STACK_DIR/redis"
+    wait_for redis port_open "$port"
+    echo "redis ready on 127.0.0.1:$port (append-only file in $STACK_DIR/redis)"
+}
+
 up() {
     load_env
     if [[ -z "${TSMINDEX_STACK_SKIP_SERVICES:-}" ]]; then bash "$ROOT/infra/scripts/services.sh"; fi
+
+    if has redis; then start_redis; fi
 
     if has s3; then
         local s3_port; s3_port="$(port_of "$TSMINDEX_S3_ENDPOINT_URL")"
@@ -211,13 +234,16 @@ down() {
     stop_one api
     if has torchserve; then bash "$ROOT/infra/scripts/torchserve.sh" stop; fi
     stop_one s3
+    stop_one redis
 }
 
 status() {
     load_env
     local rc=0 name
-    for name in s3 api worker; do
+    for name in redis s3 api worker; do
         if pid_alive "$name"; then echo "$name: running (pid $(cat "$STACK_DIR/$name.pid"))"
+        elif [[ $name == redis ]] && has redis && port_open "$(port_of "$TSMINDEX_REDIS_URL")"; then
+            echo "redis: running (not started by stack.sh)"
         elif has "$name"; then echo "$name: not running"; rc=3; fi
     done
     if has torchserve; then

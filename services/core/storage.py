@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from services.core.config import Settings
-from services.core.indexing.errors import IndexingError
+from services.core.indexing.errors import IndexingError, reason_for
 from services.core.indexing.reasons import FailureReason
 
 CHUNK_BYTES = 1024 * 1024
@@ -180,19 +180,17 @@ class S3Storage:
 
 
 def _s3_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` with botocore's errors translated (by ``reason_for``'s table) into storage errors."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return fn(*args, **kwargs)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}:
-            raise ObjectNotFoundError(str(exc)) from exc
-        if code in {"403", "AccessDenied", "Forbidden"}:
-            raise ObjectAccessDeniedError(str(exc)) from exc
-        raise StorageError(str(exc)) from exc
-    except BotoCoreError as exc:
-        raise StorageError(str(exc)) from exc
+    except (ClientError, BotoCoreError) as exc:
+        error = {
+            FailureReason.source_missing: ObjectNotFoundError,
+            FailureReason.access_denied: ObjectAccessDeniedError,
+        }.get(reason_for(exc), StorageError)
+        raise error(str(exc)) from exc
 
 
 @dataclass(frozen=True)

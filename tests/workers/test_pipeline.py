@@ -439,11 +439,20 @@ def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, vi
     try:
         job_id = _submit(ctx, videos[0], webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
         assert index_video(job_id, ctx).status == "succeeded"
+        # A late duplicate delivery of the finished job notifies nobody again.
+        assert index_video(job_id, ctx).status == "succeeded"
+        # A poison job failed by its claim notifies its failure at once.
+        poison = _submit(ctx, videos[1], webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        with ctx.sessions.begin() as session:
+            row = session.get_one(Job, poison)
+            row.status, row.attempts, row.lease_owner = "running", 2, "dead"
+        assert index_video(poison, ctx).reason == "too_many_attempts"
     finally:
         server.shutdown()
         ctx.close()
-    assert len(_Hook.received) == 2
-    body, signature = _Hook.received[-1]
+    assert len(_Hook.received) == 3
+    assert json.loads(_Hook.received[2][0])["reason"] == "too_many_attempts"
+    body, signature = _Hook.received[1]
     assert verify_signature(body, "s3cret", signature)
     payload = json.loads(body)
     assert (payload["job_id"], payload["status"], len(payload["labels"])) == (str(job_id), "succeeded", 3)

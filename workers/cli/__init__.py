@@ -8,6 +8,7 @@ imports (torch, av) happen inside the commands so that ``tsmindex --help`` stays
 from workers.cli import (  # noqa: F401  (imported for their registrations)
     backfill,
     bench_decode,
+    bench_faults,
     bench_model,
     bench_online,
     bench_sampling,

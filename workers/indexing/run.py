@@ -46,18 +46,22 @@ class JobResult:
     retry_at: datetime | None = None  # a deferred job's next attempt
 
 
-def run_job(job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None = None) -> JobResult:
-    """Run one delivery of the job. ``owner`` names this delivery's lease (a redelivery of the same
-    message, e.g. a task retry, passes the same one and takes its own lease back)."""
+def run_job(
+    job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None = None, resuming: bool = False
+) -> JobResult:
+    """Run one delivery of the job. ``owner`` names this delivery's lease; ``resuming``: the same
+    delivery again after an outage (it takes its own lease back without counting an attempt)."""
     job_uuid = uuid.UUID(str(job_id))
     owner = owner or uuid.uuid4().hex
     try:
-        snapshot = _claim(ctx, job_uuid, owner)
+        snapshot = _claim(ctx, job_uuid, owner, resuming)
     except Exception as exc:
         if reason_for(exc) is FailureReason.database_unavailable:
             raise DatabaseUnavailableError(f"database unavailable at claim: {exc}") from exc
         raise
     if isinstance(snapshot, JobResult):
+        if snapshot.status in jobs.FINAL:
+            _notify(ctx, job_uuid)  # a webhook the claim wrote, or one a dead worker left behind
         return snapshot
     try:
         with _heartbeat(ctx, snapshot):
@@ -68,9 +72,11 @@ def run_job(job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None 
     return result
 
 
-def _claim(ctx: PipelineContext, job_id: uuid.UUID, owner: str) -> JobSnapshot | JobResult:
+def _claim(ctx: PipelineContext, job_id: uuid.UUID, owner: str, resuming: bool) -> JobSnapshot | JobResult:
     with ctx.sessions.begin() as session:
-        claim = jobs.claim(session=session, job_id=job_id, owner=owner, settings=ctx.settings)
+        claim = jobs.claim(
+            session=session, job_id=job_id, owner=owner, settings=ctx.settings, resuming=resuming
+        )
         job = claim.job
         if claim.outcome is not jobs.ClaimOutcome.claimed or job is None:
             if job is None:

@@ -38,7 +38,7 @@ from services.core import metrics
 from services.core.config import Settings
 from services.core.db import dialect_insert
 from services.core.indexing import jobs
-from services.core.indexing.errors import BrokerUnavailableError
+from services.core.indexing.errors import reason_for
 from services.core.indexing.options import IndexOptions
 from services.core.models import IdempotencyKey, Job
 from services.core.queue import enqueue_index_video
@@ -161,11 +161,15 @@ async def create_video(
 
 
 def _send(sessions: sessionmaker[Session], producer: Any, job_id: uuid.UUID) -> None:
+    """The job is committed: whatever happens to its wake-up message, the upload was accepted."""
     try:
         jobs.send_jobs(sessions, lambda job: enqueue_index_video(producer, job), [job_id])
-    except BrokerUnavailableError as exc:
-        # The job is recorded, queued and unsent: the reaper sends it once the broker is back.
-        log.error("broker unavailable, job %s left for the reaper: %s", job_id, exc)
+    except Exception as exc:
+        if not reason_for(exc).retryable:
+            raise
+        # Unsent (broker down) or sent but not marked (database busy): the reaper sends it, and a
+        # second message for a job is harmless.
+        log.error("job %s: wake-up left for the reaper: %s", job_id, exc)
 
 
 def _register(

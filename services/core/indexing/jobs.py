@@ -341,20 +341,25 @@ def lease_is_live(job: Job, now: datetime) -> bool:
     return job.lease_expires_at is not None and as_utc(job.lease_expires_at) > now
 
 
-def claim(*, session: Session, job_id: uuid.UUID, owner: str, settings: Settings) -> Claim:
+def claim(
+    *, session: Session, job_id: uuid.UUID, owner: str, settings: Settings, resuming: bool = False
+) -> Claim:
     """Take the job's lease if nobody else holds a live one. Finding another owner's expired lease
     means that run died: it counts as a failed attempt, and at the cap the job fails
-    ``too_many_attempts``. The same owner (a retried delivery) takes its own lease back."""
+    ``too_many_attempts``. So does finding one's own lease (the message redelivered after its
+    worker was lost: a video that kills its worker must not loop), unless ``resuming`` (the same
+    delivery retried after an outage it could not record)."""
     now = utcnow()
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         return Claim(ClaimOutcome.missing)
     if job.status in FINAL:
         return Claim(ClaimOutcome.finished, job)
-    if job.status == JobStatus.running and job.lease_owner != owner:
-        if lease_is_live(job, now):
+    if job.status == JobStatus.running:
+        mine = job.lease_owner == owner
+        if not mine and lease_is_live(job, now):
             return Claim(ClaimOutcome.busy, job)
-        if _count_lost_run(session, job, settings):
+        if not (mine and resuming) and _count_lost_run(session, job, settings):
             return Claim(ClaimOutcome.failed, job)
     elif job.next_attempt_at is not None and as_utc(job.next_attempt_at) > now:
         return Claim(ClaimOutcome.not_due, job)

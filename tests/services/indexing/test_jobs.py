@@ -47,8 +47,28 @@ def test_duplicate_deliveries_of_a_running_job_do_nothing_and_burn_no_attempt(
     job = _job(sessions, job_id)
     assert (job.status, job.attempts, job.lease_owner, job.reason) == ("running", 0, "worker-a", None)
     assert _deliveries(sessions, job_id) == []
-    # The same owner (a retried delivery of its own message) takes its lease back.
-    assert _claim(sessions, settings, job_id, "worker-a") is ClaimOutcome.claimed
+    # The same delivery retried after an outage it could not record takes its lease back.
+    with sessions.begin() as session:
+        again = jobs.claim(session=session, job_id=job_id, owner="worker-a", settings=settings, resuming=True)
+        assert (again.outcome, again.job and again.job.attempts) == (ClaimOutcome.claimed, 0)
+
+
+def test_a_message_redelivered_after_its_worker_died_counts_the_lost_run(
+    sessions: sessionmaker[Session], settings: Settings, make_job: MakeJob
+) -> None:
+    """A video that kills its worker each time must not loop on redelivery: the redelivered message
+    (same owner) finds its own live lease, counts the lost run, and at the cap the job fails."""
+    job_id = make_job()
+    outcomes = [
+        _claim(sessions, settings, job_id, "host:task-1") for _ in range(settings.job_max_attempts + 1)
+    ]
+    assert outcomes == [ClaimOutcome.claimed] * settings.job_max_attempts + [ClaimOutcome.failed]
+    job = _job(sessions, job_id)
+    assert (job.status, job.reason, job.attempts) == (
+        "failed",
+        "too_many_attempts",
+        settings.job_max_attempts,
+    )
 
 
 def test_an_expired_lease_is_taken_over_and_counts_one_attempt(
