@@ -39,5 +39,6 @@ def open_stream(path: Path, options: ResolvedOptions, settings: Settings) -> Ite
         limits=limits_of(settings),
         budget_s=settings.decode_budget_s,
         sampling=options.sampling,
+        device=settings.decode_device,
     ) as stream:
         yield stream

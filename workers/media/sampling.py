@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -166,6 +166,7 @@ def sample_clips(
     budget_s: float | None = None,
     threads: int = 1,
     sampling: Sampling = "exact",
+    device: str = "cpu",
 ) -> SampledVideo:
     """Probe ``source`` and return one clip of ``num_segments`` frames per window, all in memory.
 
@@ -173,6 +174,8 @@ def sample_clips(
     ``sampling`` picks each segment's frame: its centre (``exact``), or a keyframe inside the
     segment where it has one (``keyframe``; files without exact timestamps sample exactly).
     ``budget_s`` (default ``limits.decode_budget_s``) bounds the whole call in wall-clock time.
+    ``device`` "cuda[:N]" decodes with NVDEC and resizes on that GPU where this host can
+    (``workers.media.gpu``), else on the CPU.
     Raises a ``MediaError`` subclass when the file yields no usable frame, or when more of the
     chosen frames fail to decode than ``limits.max_shortfall_fraction`` allows. Long videos are
     better read chunk by chunk with :func:`open_clips`, whose memory does not grow with the length.
@@ -188,6 +191,7 @@ def sample_clips(
         budget_s=budget_s,
         threads=threads,
         sampling=sampling,
+        device=device,
     ) as stream:
         clips = [clip for chunk in stream.chunks() for clip in chunk]
         return stream.finish(clips)
@@ -290,6 +294,7 @@ def open_clips(
     budget_s: float | None = None,
     threads: int = 1,
     sampling: Sampling = "exact",
+    device: str = "cpu",
 ) -> Iterator[ClipStream]:
     """Probe ``source`` and plan its windows (arguments as :func:`sample_clips`); the stream decodes
     them chunk by chunk while the context is open."""
@@ -299,7 +304,9 @@ def open_clips(
     deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
     with (
         local_path(source, limits=limits) as path,
-        VideoReader(path, limits=limits, deadline=deadline, threads=threads) as reader,
+        VideoReader(
+            path, limits=limits, deadline=deadline, threads=threads, hwaccel=_hwaccel(device)
+        ) as reader,
     ):
         result = scan(reader.container, reader.stream, deadline=deadline)
         info = describe(
@@ -321,11 +328,30 @@ def open_clips(
             info,
             windows,
             table=table,
-            convert=make_converter(resize=resize, crop=crop, rotation=info.rotation),
+            convert=_converter(device, resize=resize, crop=crop, rotation=info.rotation),
             limits=limits,
             sampling=used,
             coverage=coverage(windows, end_s, max_windows=max_windows),
         )
+
+
+def _hwaccel(device: str) -> Any:
+    if device == "cpu":
+        return None
+    from workers.media.gpu import hwaccel_for
+
+    return hwaccel_for(device)
+
+
+def _converter(device: str, *, resize: int, crop: int, rotation: int) -> Converter:
+    """swscale on the CPU; torch on a GPU where there is one (``device`` "cuda[:N]")."""
+    if device == "cpu":
+        return make_converter(resize=resize, crop=crop, rotation=rotation)
+    from workers.media.gpu import cuda_decode_available, make_tensor_converter
+
+    if device.startswith("cuda") and not cuda_decode_available():
+        return make_converter(resize=resize, crop=crop, rotation=rotation)
+    return make_tensor_converter(resize=resize, crop=crop, rotation=rotation, device=device)
 
 
 def coverage(windows: Sequence[Window], end_s: float, *, max_windows: int | None) -> Coverage:
