@@ -17,16 +17,17 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
+from model_store.int8 import INT8_FILE
 from model_store.tsm import TSM, ModelCard, save_checkpoint
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 HANDLER_FILE = PACKAGE_DIR / "handler.py"
-SHIPPED = ("__init__.py", "inference.py", "tsm")  # what the handler imports, nothing more
+SHIPPED = ("__init__.py", "inference.py", "int8.py", "tsm")  # what the handler imports, nothing more
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"  # read by model_store.handler
 MODEL_CONFIG_FILE = "model-config.yaml"
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 
 
 class ArchiveError(RuntimeError):
@@ -41,13 +42,19 @@ def build_archive(
     model_name: str = "tsm",
     version: str | None = None,
     precision: Precision = "auto",
+    int8_model: str | Path | None = None,
+    compile: bool = False,
     timeout_s: float = 600.0,
 ) -> Path:
     """Write ``<out_dir>/<model_name>.mar`` (replacing it) and return its path.
 
     ``version`` (default: the card's) is the archive version TorchServe keys per-model settings on.
     ``precision`` goes into the archive's model config; "auto" lets the handler pick per device.
+    Precision "int8" needs ``int8_model`` (``tsmindex model quantize``), which the handler serves.
+    ``compile`` has the handler run the network through ``torch.compile``.
     """
+    if (precision == "int8") != (int8_model is not None):
+        raise ArchiveError("precision 'int8' and an int8 model go together")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tsm-mar-") as tmp_name:
@@ -62,11 +69,14 @@ def build_archive(
             else:
                 shutil.copy2(source, package / name)
         (extra / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2))
+        if int8_model is not None:
+            shutil.copy2(int8_model, extra / INT8_FILE)
         weights = tmp / WEIGHTS_FILE
         save_checkpoint(weights, model, card)
         # Only keys the handler reads: batch settings stay in config.properties, which an archive
         # value would silently override.
-        (tmp / MODEL_CONFIG_FILE).write_text(f"precision: {precision}\n")
+        config = f"precision: {precision}\n" + ("compile: true\n" if compile else "")
+        (tmp / MODEL_CONFIG_FILE).write_text(config)
         command = [
             sys.executable,
             "-m",

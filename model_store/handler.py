@@ -19,6 +19,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from model_store.inference import ClipModel, ClipRejected
+from model_store.int8 import INT8_FILE, Int8Network
 from model_store.tsm import ModelCard, load_model
 
 CARD_FILE = "card.json"
@@ -49,9 +50,17 @@ class TSMHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no type
         else:
             device = torch.device("cpu")
         card = ModelCard.from_dict(json.loads((model_dir / CARD_FILE).read_text()))
-        model, card = load_model(model_dir / context.manifest["model"]["serializedFile"], card=card)
-        precision = (getattr(context, "model_yaml_config", None) or {}).get("precision", "auto")
-        self.clip_model = ClipModel(model, card, device=device, precision=precision)
+        model_config = getattr(context, "model_yaml_config", None) or {}
+        precision = model_config.get("precision", "auto")
+        if precision == "int8":  # the archive's quantized graph; a CPU path, whatever the host has
+            device = torch.device("cpu")
+            self.clip_model = ClipModel(
+                Int8Network(model_dir / INT8_FILE), card, device=device, precision="int8"
+            )
+        else:
+            model, card = load_model(model_dir / context.manifest["model"]["serializedFile"], card=card)
+            compile_ = bool(model_config.get("compile", False))
+            self.clip_model = ClipModel(model, card, device=device, precision=precision, compile=compile_)
         self.device = device
         self.context = context
         self.initialized = True

@@ -8,7 +8,7 @@ torch, numpy, the standard library and ``model_store.tsm``.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,9 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model_store.tsm import TSM, ModelCard, load_model
+from model_store.int8 import Int8Network
+from model_store.tsm import TSM, ModelCard, load_model, read_card
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+# "int8" is opt-in (model_store.int8): "auto" picks among the float precisions only.
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "fp16", "bf16", "int8")
 
 GPU_BATCH_SIZE = 16  # the design's batch size
 # `tsmindex bench serve` (ResNet-50, 8x224 clips, bf16, 2 cores shared with other jobs): about
@@ -63,30 +66,47 @@ def _cpu_has_native_bf16() -> bool:
 
 
 class ClipModel:
-    """A TSM network with its card: parses, batches, runs and describes clips."""
+    """A TSM network with its card: parses, batches, runs and describes clips.
+
+    ``model`` is the torch network, or an :class:`Int8Network` for precision "int8" (CPU only).
+    ``compile`` runs the torch network through ``torch.compile`` (Inductor): slower to start,
+    often faster on a GPU; off by default.
+    """
 
     def __init__(
         self,
-        model: TSM,
+        model: TSM | Int8Network,
         card: ModelCard,
         *,
         device: torch.device | str | None = None,
         precision: Precision = "auto",
+        compile: bool = False,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if isinstance(model, Int8Network) != (precision == "int8"):
+            raise ValueError("precision 'int8' goes with an Int8Network, and an Int8Network with it")
+        if precision == "int8" and self.device.type != "cpu":
+            raise ValueError("int8 is a CPU path; CUDA runs fp16")
         self.precision: Precision = resolve_precision(self.device, precision)
         self.card = card
         self.num_segments = card.config.num_segments
         self.crop = card.preprocess.crop
+        self.model: TSM | Int8Network = model if isinstance(model, Int8Network) else self._prepare(model)
+        self.compiled = compile and not isinstance(self.model, Int8Network)
+        self._forward: Callable[[Tensor], tuple[Tensor, Tensor]] = (
+            torch.compile(self.model.forward_features) if self.compiled else self.model.forward_features
+        )
+        self._mean = torch.tensor(card.preprocess.mean, device=self.device).view(1, 1, 3, 1, 1)
+        self._std = torch.tensor(card.preprocess.std, device=self.device).view(1, 1, 3, 1, 1)
+
+    def _prepare(self, model: TSM) -> TSM:
         model = model.eval().to(self.device)
         if self.device.type == "cuda":
             # Frames arrive HWC, so channels_last needs no copy and suits the tensor cores.
             model = model.to(memory_format=torch.channels_last)
         if self.precision == "fp16":
             model = model.half()
-        self.model = model
-        self._mean = torch.tensor(card.preprocess.mean, device=self.device).view(1, 1, 3, 1, 1)
-        self._std = torch.tensor(card.preprocess.std, device=self.device).view(1, 1, 3, 1, 1)
+        return model
 
     @classmethod
     def from_checkpoint(
@@ -96,9 +116,17 @@ class ClipModel:
         card: ModelCard | None = None,
         device: torch.device | str | None = None,
         precision: Precision = "auto",
+        int8_model: str | Path | None = None,
+        compile: bool = False,
     ) -> ClipModel:
+        """The checkpoint's network; with precision "int8", ``int8_model`` (its quantized graph)
+        runs instead and the checkpoint only gives the card."""
+        if precision == "int8":
+            if int8_model is None:
+                raise ValueError("precision 'int8' needs the quantized model (`tsmindex model quantize`)")
+            return cls(Int8Network(int8_model), card or read_card(path), device="cpu", precision="int8")
         model, card = load_model(path, card=card)
-        return cls(model, card, device=device, precision=precision)
+        return cls(model, card, device=device, precision=precision, compile=compile)
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -152,7 +180,7 @@ class ClipModel:
     def infer(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Input [N, T, 3, H, W] -> (probabilities [N, K], embeddings [N, D]), float32 on the CPU."""
         with torch.inference_mode(), self._autocast():
-            logits, embeddings = self.model.forward_features(batch)
+            logits, embeddings = self._forward(batch)
         probs = torch.softmax(logits.float(), dim=1)
         return probs.cpu(), embeddings.float().cpu()
 

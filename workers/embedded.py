@@ -40,6 +40,8 @@ class IndexedVideo:
     windows: int
     labels: list[tuple[str, float]]
     shortfall_frames: int | None = None  # chosen frames that did not decode (a damaged file)
+    covered_s: float | None = None  # seconds inside a window
+    truncated: bool = False  # a window cap stopped indexing early
 
 
 def submit_file(
@@ -114,6 +116,8 @@ def describe(ctx: PipelineContext, path: Path, job_id: uuid.UUID, *, skipped: bo
             windows=len(windows),
             labels=[(label, score) for label, score in labels],
             shortfall_frames=job.shortfall_frames,
+            covered_s=job.covered_s,
+            truncated=job.truncated,
         )
 
 

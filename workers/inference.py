@@ -280,10 +280,27 @@ class InProcessEngine:
         device: torch.device | str | None = None,
         batch_size: int | None = None,
         precision: Precision = "auto",
+        int8_model: str | Path | None = None,
+        compile: bool = False,
     ) -> InProcessEngine:
         from model_store.inference import ClipModel
 
-        return cls(ClipModel.from_checkpoint(path, device=device, precision=precision), batch_size=batch_size)
+        model = ClipModel.from_checkpoint(
+            path, device=device, precision=precision, int8_model=int8_model, compile=compile
+        )
+        return cls(model, batch_size=batch_size)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InProcessEngine:
+        """TSMINDEX_CHECKPOINT_PATH at TSMINDEX_INFERENCE_PRECISION (int8: TSMINDEX_INT8_MODEL_PATH)."""
+        if settings.checkpoint_path is None:
+            raise ValueError("in-process inference needs TSMINDEX_CHECKPOINT_PATH")
+        return cls.from_checkpoint(
+            settings.checkpoint_path,
+            precision=settings.inference_precision,
+            int8_model=settings.int8_model_path,
+            compile=settings.inference_compile,
+        )
 
     def classify(
         self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False

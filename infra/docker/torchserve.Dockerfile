@@ -3,9 +3,9 @@
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# The glibc allocator setting of workers/allocator.py (1.86x batch-16 throughput on CPU).
+# The glibc allocator setting and OpenMP wait policy of workers/allocator.py (README "Threads").
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 OMP_WAIT_POLICY=PASSIVE
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless curl \
@@ -18,7 +18,8 @@ COPY pyproject.toml README.md ./
 COPY services services
 COPY workers workers
 COPY model_store model_store
-RUN pip install ".[serve]"
+# onnx: ONNX Runtime for int8 archives (`tsmindex model build --int8-model`).
+RUN pip install ".[serve,onnx]"
 COPY infra/torchserve infra/torchserve
 COPY infra/docker/torchserve-entrypoint.sh /usr/local/bin/torchserve-entrypoint.sh
 

@@ -211,7 +211,7 @@ PY
     fi
 
     if has api; then
-        launch api "$BIN/python" -m uvicorn services.api.main:create_app --factory \
+        launch api "$BIN/python" -m uvicorn workers.api_app:create_app --factory \
             --host "$TSMINDEX_API_HOST" --port "$TSMINDEX_API_PORT"
         wait_for api curl -sf -o /dev/null "http://$TSMINDEX_API_HOST:$TSMINDEX_API_PORT/healthz"
         echo "api ready at http://$TSMINDEX_API_HOST:$TSMINDEX_API_PORT (docs at /docs)"

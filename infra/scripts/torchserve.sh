@@ -61,7 +61,7 @@ start() {
     (
         cd "$RUN_DIR"
         export TMPDIR="$RUN_DIR/tmp" TEMP="$RUN_DIR/tmp" LOG_LOCATION="$RUN_DIR/logs" METRICS_LOCATION="$RUN_DIR/logs"
-        export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
+        export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 OMP_WAIT_POLICY=PASSIVE
         setsid "$BIN/torchserve" --start --ts-config "$RUN_DIR/config.properties" \
             --model-store "$RUN_DIR/model-store" --models "$MODEL_NAME=$(basename "$archive")" \
             --no-config-snapshots >"$RUN_DIR/logs/launcher.log" 2>&1 </dev/null

@@ -88,17 +88,38 @@ ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 
 
 def search_params(
-    label: Annotated[str, Query(min_length=1, max_length=200)],
+    label: Annotated[
+        list[str],
+        Query(min_length=1, max_length=20, description="a label; repeat for several (see `match`)"),
+    ],
     min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    sort: Annotated[search.Sort, Query(description="videos: by the best window (peak) or the mean")] = "peak",
+    match: Annotated[search.Match, Query(description="several labels: any of them, or all")] = "any",
+    start_s: Annotated[float | None, Query(ge=0, description="moments overlapping [start_s, end_s)")] = None,
+    end_s: Annotated[float | None, Query(gt=0)] = None,
 ) -> search.PageRequest:
+    if any(not 1 <= len(name) <= 200 for name in label):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a label is 1 to 200 characters")
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end_s must come after start_s")
     try:
         after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
-    return search.PageRequest(label, min_score, model_version, after, limit)
+    return search.PageRequest(
+        label,
+        min_score,
+        model_version,
+        after,
+        limit,
+        sort=sort,
+        match=match,
+        start_ms=None if start_s is None else round(start_s * 1000),
+        end_ms=None if end_s is None else round(end_s * 1000),
+    )
 
 
 SearchDep = Annotated[search.PageRequest, Depends(search_params)]

@@ -16,16 +16,30 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
-from services.api.routes import backfills, compare, health, jobs, labels, moments, uploads, videos
+from services.api.routes import (
+    backfills,
+    compare,
+    health,
+    jobs,
+    labels,
+    moments,
+    similar,
+    uploads,
+    videos,
+    windows,
+)
 from services.core import metrics
 from services.core.config import Settings, get_settings
 from services.core.db import db_engine, session_factory, upgrade_database
 from services.core.indexing.errors import IndexingError, reason_for
 from services.core.queue import INDEX_QUEUE, create_producer
+from services.core.similar import ClipEmbedder
 from services.core.storage import make_storage, s3_client
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder | None = None) -> FastAPI:
+    """The API; ``clip_embedder`` (given by ``workers.api_app``, which has the model) answers
+    search by uploaded clip, which is refused with 503 without it."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -35,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Embedded mode migrates its own file; Postgres is migrated by `tsmindex db upgrade`.
             upgrade_database(engine)
         app.state.settings = settings
+        app.state.clip_embedder = clip_embedder
         app.state.sessions = session_factory(engine)
         app.state.storage = make_storage(settings)
         app.state.source_s3 = s3_client(settings)
@@ -62,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(labels.router)
     app.include_router(moments.router)
+    app.include_router(windows.router)
+    app.include_router(similar.router)
     app.include_router(backfills.router)
     app.include_router(compare.router)
     for error in (

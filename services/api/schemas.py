@@ -42,6 +42,8 @@ class JobOut(BaseModel):
     )
     shortfall_windows: list[int] | None = Field(default=None, description="the windows they fell in")
     decode_fallback: bool | None = Field(default=None, description="decoded forward instead of by seeking")
+    covered_s: float | None = Field(default=None, description="seconds of the video inside a window")
+    truncated: bool = Field(default=False, description="a window cap stopped indexing before the end")
     duplicate: bool = Field(default=False, description="the same bytes were already submitted")
 
 
@@ -55,6 +57,8 @@ class LabelOut(BaseModel):
     index: int
     score: float
     rank: int
+    peak_score: float | None = Field(default=None, description="video labels: the best window's score")
+    peak_window: int | None = None
 
 
 class WindowOut(BaseModel):
@@ -62,6 +66,7 @@ class WindowOut(BaseModel):
     start_ms: int
     end_ms: int
     labels: list[LabelOut]
+    thumbnail_url: str | None = None
 
 
 class VideoOut(BaseModel):
@@ -91,10 +96,13 @@ class VideoOut(BaseModel):
 class SearchHit(BaseModel):
     video_id: uuid.UUID
     label: str
-    score: float
+    score: float = Field(description="the mean over the video's windows")
+    peak_score: float = Field(description="the best window's score")
+    peak_window: int | None
     model: ModelRef
     filename: str | None
     duration_s: float | None
+    thumbnail_url: str | None = Field(default=None, description="the best window's thumbnail")
 
 
 class SearchPage(BaseModel):
@@ -111,12 +119,15 @@ class SegmentOut(BaseModel):
     windows: int
     score: float = Field(description="the best window's score")
     mean_score: float
+    peak_window: int | None = None
 
 
 class MomentHit(SegmentOut):
+    id: int = Field(description="the moment: `GET /v1/moments/{id}/similar` finds moments like it")
     video_id: uuid.UUID
     filename: str | None
     model: ModelRef
+    thumbnail_url: str | None = Field(default=None, description="its best window's thumbnail")
 
 
 class MomentPage(BaseModel):
@@ -127,6 +138,7 @@ class MomentPage(BaseModel):
 class LabelCount(BaseModel):
     label: str
     videos: int
+    match: str | None = Field(default=None, description="how it matched `q`: exact, prefix, ..., fuzzy")
 
 
 class LabelsOut(BaseModel):
@@ -223,3 +235,20 @@ class ComparisonOut(BaseModel):
     moments_moved: int
     changed: int = Field(description="compared videos with any difference")
     videos: list[VideoChangeOut] = Field(description="the first `limit` changed videos")
+
+
+class SimilarHit(BaseModel):
+    """A window like the query: `score` is the cosine similarity of their clip embeddings."""
+
+    video_id: uuid.UUID
+    filename: str | None
+    window_index: int
+    start_ms: int
+    end_ms: int
+    score: float
+    model: ModelRef
+    thumbnail_url: str | None
+
+
+class SimilarPage(BaseModel):
+    items: list[SimilarHit]

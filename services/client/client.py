@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +26,7 @@ from services.api.schemas import (
     LabelsOut,
     MomentPage,
     SearchPage,
+    SimilarPage,
     SourceRequest,
     VideoOut,
 )
@@ -36,7 +37,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 FINISHED_JOB = ("succeeded", "failed")
 FINISHED_BACKFILL = ("completed", "failed", "cancelled")
-SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit")
+SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit", "match")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Operation:
     query: tuple[str, ...] = ()
     body: type[BaseModel] | None = None  # a JSON request body
     form: tuple[str, ...] = ()  # multipart/form-data fields
+    media_type: str | None = None  # a response that is bytes of this type (images), not JSON
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -56,9 +58,26 @@ OPERATIONS: dict[str, Operation] = {
     "submit_source": Operation("POST", "/v1/videos", JobOut, body=SourceRequest),
     "video": Operation("GET", "/v1/videos/{video_id}", VideoOut, query=("model_version",)),
     "delete_video": Operation("DELETE", "/v1/videos/{video_id}", None),
-    "search": Operation("GET", "/v1/videos", SearchPage, query=SEARCH_QUERY),
-    "moments": Operation("GET", "/v1/moments", MomentPage, query=SEARCH_QUERY),
-    "labels": Operation("GET", "/v1/labels", LabelsOut),
+    "search": Operation("GET", "/v1/videos", SearchPage, query=(*SEARCH_QUERY, "sort")),
+    "moments": Operation("GET", "/v1/moments", MomentPage, query=(*SEARCH_QUERY, "start_s", "end_s")),
+    "labels": Operation("GET", "/v1/labels", LabelsOut, query=("q", "model_version", "limit")),
+    "similar_to_moment": Operation("GET", "/v1/moments/{moment_id}/similar", SimilarPage, query=("limit",)),
+    "similar_to_window": Operation(
+        "GET",
+        "/v1/videos/{video_id}/windows/{window_index}/similar",
+        SimilarPage,
+        query=("model_version", "limit"),
+    ),
+    "similar_to_clip": Operation(
+        "POST", "/v1/moments/similar", SimilarPage, query=("limit",), form=("file",)
+    ),
+    "thumbnail": Operation(
+        "GET",
+        "/v1/videos/{video_id}/windows/{window_index}/thumbnail",
+        None,
+        query=("model_version",),
+        media_type="image/jpeg",
+    ),
     "job": Operation("GET", "/v1/jobs/{job_id}", JobOut),
     "jobs": Operation("GET", "/v1/jobs", JobPage, query=("status", "reason", "cursor", "limit")),
     "start_backfill": Operation("POST", "/v1/backfills", BackfillOut, body=BackfillRequest),
@@ -149,6 +168,8 @@ class TsmindexClient:
             except ValueError:
                 detail = response.text
             raise ApiError(response.status_code, detail, method=op.method, url=url)
+        if op.media_type is not None:
+            return response.content
         if op.response is None:
             return None
         return op.response.model_validate_json(response.content)
@@ -227,37 +248,90 @@ class TsmindexClient:
 
     def search(
         self,
-        label: str,
+        label: str | Sequence[str],
         *,
         min_score: float = 0.0,
         model_version: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        match: str = "any",
+        sort: str = "peak",
     ) -> SearchPage:
-        """Videos whose video-level ``label`` scores at least ``min_score``, best first."""
-        page: SearchPage = self._call(
-            "search", params=_search(label, min_score, model_version, cursor, limit)
-        )
+        """Videos whose ``label`` (or any/all of several) scores at least ``min_score``, best first
+        by the best window's score (``sort="peak"``) or the mean over windows (``"mean"``)."""
+        params = _search(label, min_score, model_version, cursor, limit) | {"match": match, "sort": sort}
+        page: SearchPage = self._call("search", params=params)
         return page
 
     def moments(
         self,
-        label: str,
+        label: str | Sequence[str],
         *,
         min_score: float = 0.0,
         model_version: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        match: str = "any",
+        start_s: float | None = None,
+        end_s: float | None = None,
     ) -> MomentPage:
-        """Where ``label`` happens: runs of windows, best first."""
+        """Where ``label`` happens: runs of windows, best first, overlapping [start_s, end_s)."""
+        params = _search(label, min_score, model_version, cursor, limit)
         page: MomentPage = self._call(
-            "moments", params=_search(label, min_score, model_version, cursor, limit)
+            "moments", params=params | {"match": match, "start_s": start_s, "end_s": end_s}
         )
         return page
 
-    def labels(self) -> LabelsOut:
-        labels: LabelsOut = self._call("labels")
+    def labels(
+        self, *, q: str | None = None, model_version: str | None = None, limit: int = 1000
+    ) -> LabelsOut:
+        """The index's labels, or with ``q`` those that match it (prefix, substring, near spelling)."""
+        labels: LabelsOut = self._call(
+            "labels", params={"q": q, "model_version": model_version, "limit": limit}
+        )
         return labels
+
+    def similar_to_moment(self, moment_id: int, *, limit: int = 10) -> SimilarPage:
+        """Windows most like this moment's best window (cosine of clip embeddings), best first."""
+        page: SimilarPage = self._call(
+            "similar_to_moment", path={"moment_id": str(moment_id)}, params={"limit": limit}
+        )
+        return page
+
+    def similar_to_window(
+        self,
+        video_id: uuid.UUID | str,
+        window_index: int,
+        *,
+        model_version: str | None = None,
+        limit: int = 10,
+    ) -> SimilarPage:
+        """Windows most like this window of this video, best first."""
+        page: SimilarPage = self._call(
+            "similar_to_window",
+            path={"video_id": str(video_id), "window_index": str(window_index)},
+            params={"model_version": model_version, "limit": limit},
+        )
+        return page
+
+    def similar_to_clip(self, path: Path, *, limit: int = 10) -> SimilarPage:
+        """Windows most like a short clip, which the platform samples and embeds with its model."""
+        with path.open("rb") as f:
+            page: SimilarPage = self._call(
+                "similar_to_clip", params={"limit": limit}, files={"file": (path.name, f, "video/mp4")}
+            )
+        return page
+
+    def thumbnail(
+        self, video_id: uuid.UUID | str, window_index: int, *, model_version: str | None = None
+    ) -> bytes:
+        """A window's thumbnail (JPEG bytes): the frame of its clip the model saw in the middle."""
+        body: bytes = self._call(
+            "thumbnail",
+            path={"video_id": str(video_id), "window_index": str(window_index)},
+            params={"model_version": model_version},
+        )
+        return body
 
     # Backfills.
 
@@ -308,10 +382,10 @@ class TsmindexClient:
 
 
 def _search(
-    label: str, min_score: float, model_version: str | None, cursor: str | None, limit: int
+    label: str | Sequence[str], min_score: float, model_version: str | None, cursor: str | None, limit: int
 ) -> dict[str, Any]:
     return {
-        "label": label,
+        "label": label if isinstance(label, str) else list(label),
         "min_score": min_score,
         "model_version": model_version,
         "cursor": cursor,

@@ -29,11 +29,16 @@ class Settings(BaseSettings):
     max_duration_s: float = 6 * 3600.0
     decode_budget_s: float = 300.0  # wall-clock budget per file: decoding never hangs a worker
     window_s: float = 10.0  # one clip per window (a Kinetics clip is 10 s)
-    max_windows: int = 360
+    # None: every window of every accepted video (clips are streamed, memory stays flat). A lower
+    # cap stops early and the job records it (``truncated``, ``covered_s``): never silently.
+    max_windows: int | None = Field(default=None, ge=1)
     num_segments: int = 8
     # Which frame of each TSN segment a clip takes: its centre ("exact") or a keyframe inside the
     # segment ("keyframe", decodes far fewer frames). README "Sampling" has the measured trade-off.
     sampling: Literal["exact", "keyframe"] = "exact"
+    # Where workers decode and resize: "cpu", or "cuda[:N]" for NVDEC and GPU resizing (falls back
+    # to the CPU where PyAV or torch sees no GPU). docker-compose.gpu.yml sets it.
+    decode_device: str = "cpu"
     # A video whose sampled frames fail to decode beyond this fraction fails as corrupt; below it,
     # each missing frame is replaced by its window's nearest decoded frame and counted.
     max_shortfall_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
@@ -70,10 +75,17 @@ class Settings(BaseSettings):
     checkpoint_path: Path | None = None  # model for in-process inference; swap models here
     model_version: str = "1"  # the served model's version; dedupe key together with model_name
     inference_backend: str = "inprocess"  # "inprocess" | "torchserve"
+    # In-process precision; "auto": fp16 on CUDA, bf16 on CPUs with native bf16, else fp32. "int8"
+    # (opt-in, CPU) runs int8_model_path, made by `tsmindex model quantize` from checkpoint_path.
+    inference_precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
+    int8_model_path: Path | None = None
+    inference_compile: bool = False  # torch.compile the in-process network (slow start; for GPUs)
     clip_resize: int = 256  # worker-side resize/crop: must match the served model's preprocessing
     clip_crop: int = 224
     top_k: int = 5
-    window_top_k: int = 20  # labels kept per window before averaging into video-level labels
+    window_top_k: int = 20  # labels kept per window (stored: later thresholds need no re-decoding)
+    thumbnails: bool = True  # one JPEG per window (a frame the model saw) in object storage
+    clip_chunk_windows: int = Field(default=32, ge=1)  # windows decoded and inferred at a time
     min_score: float = 0.0
     storage_backend: str = "local"  # "local" (data_dir/objects) | "s3"
     s3_endpoint_url: str | None = None
@@ -144,6 +156,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'tsmindex.db').resolve()}"
+
+    @model_validator(mode="after")
+    def _int8_needs_its_model(self) -> Settings:
+        if self.inference_precision == "int8" and self.int8_model_path is None:
+            raise ValueError("TSMINDEX_INFERENCE_PRECISION=int8 needs TSMINDEX_INT8_MODEL_PATH")
+        return self
 
     @model_validator(mode="after")
     def _secrets_outside_embedded(self) -> Settings:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -185,6 +186,10 @@ class Job(Base):
     shortfall_windows: Mapped[list[int] | None] = mapped_column(JSON)
     decode_fallback: Mapped[bool | None] = mapped_column(Boolean)
 
+    # Coverage of the last run: seconds inside a window, and whether a window cap stopped it early.
+    covered_s: Mapped[float | None] = mapped_column(Float)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
 
 class WebhookDelivery(Base):
     """The outbox: one webhook per job outcome, written with the outcome, delivered after commit
@@ -233,16 +238,20 @@ class _LabelRow:
 
 
 class VideoLabel(_LabelRow, Base):
-    """Video-level label: the mean of the window probabilities."""
+    """Video-level label: ``score`` is the mean of the window probabilities, ``peak_score`` the best
+    window's (at ``peak_window``). Every label some window kept has a row; ``rank`` orders by mean."""
 
     __tablename__ = "video_labels"
     __table_args__ = (
         UniqueConstraint("video_id", "model_name", "model_version", "label"),
-        # Search: WHERE label = ? AND score >= ? ORDER BY score DESC, id (keyset pages).
+        # Search: WHERE label = ? AND score >= ? ORDER BY score DESC, id (keyset pages), by mean or peak.
         Index("ix_video_labels_label_score_id", "label", "score", "id"),
+        Index("ix_video_labels_label_peak_score_id", "label", "peak_score", "id"),
     )
 
     rank: Mapped[int] = mapped_column(Integer)
+    peak_score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    peak_window: Mapped[int | None] = mapped_column(Integer)
 
 
 class WindowLabel(_LabelRow, Base):
@@ -277,6 +286,28 @@ class LabelSegment(_LabelRow, Base):
     end_ms: Mapped[int] = mapped_column(BigInteger)
     windows: Mapped[int] = mapped_column(Integer)
     mean_score: Mapped[float] = mapped_column(Float)
+    peak_window: Mapped[int | None] = mapped_column(Integer)  # the best window: its thumbnail
+
+
+class IndexedWindow(Base):
+    """One window of a video as one model version saw it: its span, its top labels (index, score)
+    pairs up to ``window_top_k``, so another threshold needs no re-decoding), its thumbnail, and
+    its clip embedding. The embedding column is not mapped: its type depends on the database
+    (pgvector ``halfvec`` or fp16 bytes), so ``services.core.vectors`` alone reads and writes it."""
+
+    __tablename__ = "indexed_windows"
+    __table_args__ = (UniqueConstraint("video_id", "model_name", "model_version", "window_index"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(200))
+    window_index: Mapped[int] = mapped_column(Integer)
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    top_labels: Mapped[list[list[float]]] = mapped_column(JSON, default=list)  # [[index, score], ...]
+    thumbnail_key: Mapped[str | None] = mapped_column(String(1024))
+    dims: Mapped[int | None] = mapped_column(Integer)  # embedding length; None: no embedding
 
 
 LabelTable = TypeVar("LabelTable", VideoLabel, WindowLabel, LabelSegment)

@@ -73,6 +73,10 @@ class HashingReader:
 class ObjectStorage(Protocol):
     def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject: ...
     def download(self, key: str, dest: Path) -> None: ...
+    def read_bytes(self, key: str) -> bytes:
+        """A small object whole (thumbnails); ``ObjectNotFoundError`` when it is missing."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
 
@@ -106,6 +110,12 @@ class LocalStorage:
         if not path.is_file():
             raise ObjectNotFoundError(key)
         shutil.copyfile(path, dest)
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(key)
+        return path.read_bytes()
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -149,6 +159,10 @@ class S3Storage:
 
     def download(self, key: str, dest: Path) -> None:
         download_s3_object(self.client, self.bucket, key, dest)
+
+    def read_bytes(self, key: str) -> bytes:
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        return bytes(self._call(response["Body"].read))
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)

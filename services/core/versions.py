@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.models import Job, LabelSegment, VideoLabel, WindowLabel
+from services.core.models import IndexedWindow, Job, LabelSegment, VideoLabel, WindowLabel
+from services.core.storage import ObjectStorage
 
 
 class ModelVersionError(ValueError):
@@ -39,7 +40,9 @@ class ModelVersion:
 
 # Deleted in this order: the per-window rows are the bulk, the jobs go last so an interrupted retire
 # leaves the version listed (and retire can be run again).
-RETIRED_TABLES: tuple[type[WindowLabel] | type[LabelSegment] | type[VideoLabel] | type[Job], ...] = (
+RetiredTable = type[IndexedWindow] | type[WindowLabel] | type[LabelSegment] | type[VideoLabel] | type[Job]
+RETIRED_TABLES: tuple[RetiredTable, ...] = (
+    IndexedWindow,
     WindowLabel,
     LabelSegment,
     VideoLabel,
@@ -66,9 +69,11 @@ def retire_version(
     *,
     batch_size: int = 5000,
     on_batch: Callable[[str, int], None] | None = None,
+    storage: ObjectStorage | None = None,
 ) -> dict[str, int]:
     """Delete every row ``model`` wrote, ``batch_size`` rows per transaction; returns the counts
-    deleted per table. ``on_batch(table, rows)`` reports each committed batch."""
+    deleted per table. ``on_batch(table, rows)`` reports each committed batch. With ``storage``,
+    the thumbnails of the deleted windows go too (after their rows' commit)."""
     deleted: dict[str, int] = {}
     for table in RETIRED_TABLES:
         deleted[table.__tablename__] = 0
@@ -80,10 +85,17 @@ def retire_version(
                     .limit(batch_size)
                     .scalar_subquery()
                 )
+                keys: list[str] = []
+                if table is IndexedWindow and storage is not None:
+                    thumbnails = select(IndexedWindow.thumbnail_key).where(IndexedWindow.id.in_(ids))
+                    keys = [key for key in session.scalars(thumbnails) if key]
                 result = session.execute(
                     delete(table).where(table.id.in_(ids)).execution_options(synchronize_session=False)
                 )
                 rows = int(getattr(result, "rowcount", 0) or 0)
+            if storage is not None:
+                for key in keys:
+                    storage.delete(key)
             if rows == 0:
                 break
             deleted[table.__tablename__] += rows

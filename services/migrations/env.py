@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 from services.core.config import get_settings
 from services.core.db import create_db_engine
 from services.core.models import Base
+from services.core.vectors import managed_outside_models
 
 target_metadata = Base.metadata
 
@@ -20,6 +21,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=managed_outside_models,
     )
     with context.begin_transaction():
         context.run_migrations()

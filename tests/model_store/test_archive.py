@@ -42,6 +42,7 @@ def test_archive_holds_handler_card_weights_and_the_model_code(archive: Path) ->
         "model-config.yaml",
         "model_store/__init__.py",
         "model_store/inference.py",
+        "model_store/int8.py",
         *tsm_sources,
     }
     assert (card.name, card.version) == ("tsm-resnet18-random", "random-seed0")

@@ -19,7 +19,7 @@ from model_store.inference import (
     default_batch_size,
     resolve_precision,
 )
-from model_store.tsm import ModelCard, Preprocess, TSMConfig, build_from_card, save_checkpoint
+from model_store.tsm import TSM, ModelCard, Preprocess, TSMConfig, build_from_card, save_checkpoint
 
 T, CROP, K = 4, 64, 6
 MEAN = (0.485, 0.456, 0.406)
@@ -162,6 +162,7 @@ def test_a_clip_gets_the_same_answer_alone_and_in_a_batch(model: ClipModel) -> N
 
 
 def test_bf16_autocast_agrees_with_fp32_on_the_top_label(card: ModelCard, model: ClipModel) -> None:
+    assert isinstance(model.model, TSM)
     bf16 = ClipModel(model.model, card, device="cpu", precision="bf16")
     clips = [clip(20)]
     fp32_probs, _ = model.infer(model.preprocess(clips))
@@ -172,6 +173,7 @@ def test_bf16_autocast_agrees_with_fp32_on_the_top_label(card: ModelCard, model:
 
 def test_from_checkpoint_uses_the_card_in_the_file(tmp_path: Path, card: ModelCard, model: ClipModel) -> None:
     path = tmp_path / "w.pt"
+    assert isinstance(model.model, TSM)
     save_checkpoint(path, model.model, card)
     loaded = ClipModel.from_checkpoint(path, device="cpu", precision="fp32")
     assert loaded.card == card
@@ -186,3 +188,16 @@ def test_precision_and_batch_size_follow_the_device() -> None:
     assert resolve_precision(torch.device("cpu"), "fp32") == "fp32"
     assert default_batch_size(torch.device("cuda")) == GPU_BATCH_SIZE == 16
     assert default_batch_size(torch.device("cpu")) == CPU_BATCH_SIZE
+
+
+def test_compiled_forward_gives_the_eager_answers(card: ModelCard, model: ClipModel) -> None:
+    assert isinstance(model.model, TSM)
+    compiled = ClipModel(model.model, card, device="cpu", precision="fp32", compile=True)
+    assert compiled.compiled and not model.compiled
+    clips = [clip(40), clip(41)]
+    want = model.classify(clips, with_embedding=True)
+    got = compiled.classify(clips, with_embedding=True)
+    assert [[x["index"] for x in r["labels"]] for r in got] == [
+        [x["index"] for x in r["labels"]] for r in want
+    ]
+    np.testing.assert_allclose(got[0]["embedding"], want[0]["embedding"], rtol=1e-3, atol=1e-4)

@@ -19,8 +19,8 @@ from services.core.db import create_db_engine, session_factory
 from services.core.indexing.reaper import UNSENT_GRACE_S, Scope, reap_once
 from services.core.models import Job, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.queue import INDEX_QUEUE, INDEX_VIDEO_TASK, create_producer, enqueue_index_video
+from services.core.windows import label_segments
 from tests.platform_servers import free_port, moto_client
-from workers.indexing.labels import label_segments
 from workers.media.synth import make_video
 
 MAX_UPLOAD = 300_000
@@ -318,6 +318,7 @@ def _index(
                     label=label,
                     label_index=rank,
                     score=score,
+                    peak_score=score,
                     rank=rank,
                 )
             )

@@ -437,3 +437,40 @@ def test_results_are_exported_as_json_lines_once_every_job_has_finished(
         [],
         [],
     )
+
+
+def test_the_export_has_every_listed_object_whoever_indexed_it(
+    settings: Settings, sessions: sessionmaker[Session], broker: redis.Redis, prefix: str, s3: Any
+) -> None:
+    bucket = settings.s3_bucket
+    # An earlier backfill indexed the first ten keys; the API indexed the eleventh.
+    with sessions.begin() as session:
+        earlier = backfills.create_backfill(
+            session, settings, source_uri=f"s3://{bucket}/in/videos/00", filters=BackfillFilters()
+        ).id
+    runner = _runner(settings, sessions)
+    assert backfills.advance(runner, earlier)[0] == "listed"
+    _finish_jobs(sessions, earlier)
+    with sessions.begin() as session:
+        video = Video(source_uri=f"s3://{bucket}/{VIDEO_KEYS[10]}", filename="010.mp4")
+        session.add(video)
+        session.flush()
+        model = {"model_name": settings.model_name, "model_version": settings.model_version}
+        session.add(Job(video_id=video.id, status=JobStatus.succeeded, **model))
+
+    with sessions.begin() as session:
+        later = backfills.create_backfill(
+            session, settings, source_uri=prefix, filters=BackfillFilters(), output_uri=f"s3://{bucket}/all/"
+        ).id
+    assert backfills.advance(runner, later)[0] == "listed"
+    _finish_jobs(sessions, later)
+    assert backfills.advance(runner, later) == ("exported", False)
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix="all/")["Contents"]
+    assert [o["Key"] for o in listing] == [f"all/{k}.jsonl" for k in VIDEO_KEYS]
+    statuses = {
+        k: json.loads(s3.get_object(Bucket=bucket, Key=f"all/{k}.jsonl")["Body"].read().splitlines()[0])[
+            "status"
+        ]
+        for k in VIDEO_KEYS
+    }
+    assert set(statuses.values()) == {"succeeded"}

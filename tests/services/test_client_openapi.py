@@ -46,7 +46,9 @@ def _check(openapi: dict[str, Any], op: Operation) -> None:
         part[1:-1] for part in op.path.split("/") if part.startswith("{")
     }
     success = next(v for k, v in served["responses"].items() if k.startswith("2"))
-    if op.response is None:
+    if op.media_type is not None:
+        assert set(success["content"]) == {op.media_type}
+    elif op.response is None:
         assert "content" not in success
     else:
         schema = success["content"]["application/json"]["schema"]

@@ -139,3 +139,17 @@ def test_prometheus_accepts_the_config_and_rules() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rules/tsmindex.yml" in result.stdout  # the rule files were found and checked too
+
+
+def test_the_gpu_override_reserves_a_gpu_for_torchserve_and_the_workers(compose: dict[str, Any]) -> None:
+    override: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())
+    assert set(override["services"]) == {"torchserve", "worker"}
+    for name, service in override["services"].items():
+        assert name in compose["services"]
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert (ROOT / service["build"]["dockerfile"]).is_file()
+    assert override["services"]["worker"]["environment"]["TSMINDEX_DECODE_DEVICE"] == "cuda"
+    assert Settings(_env_file=None, decode_device="cuda").decode_device == "cuda"  # type: ignore[call-arg]
+    dockerfile = (ROOT / "infra/docker/torchserve-cuda.Dockerfile").read_text()
+    assert "whl/cu126" in dockerfile and "OMP_WAIT_POLICY=PASSIVE" in dockerfile

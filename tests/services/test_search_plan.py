@@ -37,7 +37,7 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
     """400 000 video label rows and 300 000 label segments under one model version."""
     engine = create_db_engine(migrated_postgres_url)
     version = f"plan-{uuid.uuid4().hex[:8]}"
-    label = "'label ' || ((i * 7 + r * 20) % :k), (i * 7 + r * 20) % :k, random(), r"
+    label = "'label ' || ((i * 7 + r * 20) % :k), (i * 7 + r * 20) % :k, random(), random(), r"
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -49,7 +49,7 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
         conn.execute(
             text(
                 "INSERT INTO video_labels"
-                " (video_id, model_name, model_version, label, label_index, score, rank)"
+                " (video_id, model_name, model_version, label, label_index, score, peak_score, rank)"
                 f" SELECT md5(:v || i)::uuid, 'tsm', :v, {label}"
                 " FROM generate_series(1, :n) i, generate_series(1, :per) r"
             ),
@@ -84,18 +84,20 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
 
 
 @pytest.mark.parametrize(
-    ("hits", "table", "index"),
+    ("hits", "sort", "table", "index"),
     [
-        (search.video_hits, "video_labels", "ix_video_labels_label_score_id"),
-        (search.moment_hits, "label_segments", "ix_label_segments_label_score_id"),
+        (search.video_hits, "peak", "video_labels", "ix_video_labels_label_peak_score_id"),
+        (search.video_hits, "mean", "video_labels", "ix_video_labels_label_score_id"),
+        (search.moment_hits, "peak", "label_segments", "ix_label_segments_label_score_id"),
     ],
 )
 def test_search_pages_come_out_of_the_label_score_index(
-    populated: Engine, hits: Any, table: str, index: str
+    populated: Engine, hits: Any, sort: search.Sort, table: str, index: str
 ) -> None:
     engine = populated
     # The API's query for a second page (keyset cursor), as SQL.
-    query = hits(search.PageRequest("label 7", min_score=0.2, after=search.Cursor(0.9, 10**9), limit=50))
+    page = search.PageRequest("label 7", min_score=0.2, after=search.Cursor(0.9, 10**9), limit=50, sort=sort)
+    query = hits(page)
     with engine.connect() as conn:
         nodes = _plan(conn, engine, query)
     scans = [n for n in nodes if n.get("Relation Name") == table]

@@ -34,3 +34,19 @@ def test_process_reexecutes_itself_with_the_setting() -> None:
 def test_a_users_allocator_choice_is_left_alone() -> None:
     lines = _run({"MALLOC_MMAP_MAX_": "7"})
     assert lines[1] == "7 None"
+
+
+def test_openmp_threads_wait_passively_unless_the_user_chose() -> None:
+    code = (
+        "import os\n"
+        "from workers.allocator import apply_thread_policy\n"
+        "apply_thread_policy()\n"
+        "import torch\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for env, want in ((base, "PASSIVE"), ({**base, "OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == want

@@ -19,13 +19,13 @@ from services.core.db import create_db_engine, upgrade_database
 from services.core.indexing.outbox import SIGNATURE_HEADER
 from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from services.core.security import verify_signature
+from services.core.windows import ScoredWindow, aggregate, label_segments
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
 from tests.workers.media.videos import make_video, zero_packet
 from workers.demo import write_sample_videos
 from workers.embedded import embedded_context, index_files
 from workers.indexing.context import PipelineContext, build_context
-from workers.indexing.labels import Window, aggregate, label_segments
 from workers.indexing.run import run_job as index_video
 from workers.inference import TorchServeClient
 from workers.media.corpus import DERIVATIONS
@@ -121,8 +121,8 @@ def _segments(ctx: PipelineContext, job_id: uuid.UUID) -> list[tuple[int, str, i
 
 def test_aggregate_is_the_mean_of_window_probabilities() -> None:
     windows = [
-        Window(0, 0, 4000, [("a", 0, 0.6), ("b", 1, 0.3)]),
-        Window(1, 4000, 8000, [("b", 1, 0.5), ("c", 2, 0.2)]),
+        ScoredWindow(0, 0, 4000, [("a", 0, 0.6), ("b", 1, 0.3)]),
+        ScoredWindow(1, 4000, 8000, [("b", 1, 0.5), ("c", 2, 0.2)]),
     ]
     assert aggregate(windows) == [("b", 1, 0.4), ("a", 0, 0.3), ("c", 2, 0.1)]
 
@@ -170,7 +170,9 @@ def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path
     assert (job.status, job.attempts, job.progress) == ("succeeded", 0, 1.0)
     assert (job.sampling, job.shortfall_frames, job.shortfall_windows) == ("exact", 0, [])
     assert job.started_at is not None and job.finished_at is not None
-    assert [label.rank for label in sorted(labels, key=lambda x: x.rank)] == [1, 2, 3]
+    # Every label some window keeps has a video row, ranked by mean; the top_k best means first.
+    assert [label.rank for label in sorted(labels, key=lambda x: x.rank)] == list(range(1, len(labels) + 1))
+    assert {w.label for w in windows} <= {label.label for label in labels}
     scores = [label.score for label in sorted(labels, key=lambda x: x.rank)]
     assert scores == sorted(scores, reverse=True)
     spans = sorted({(w.window_index, w.start_ms, w.end_ms) for w in windows})
@@ -198,10 +200,12 @@ def test_index_stores_labels_and_windows(ctx: PipelineContext, videos: list[Path
 
     sampled = sample_clips(long_video, window_s=WINDOW_S, resize=TINY_RESIZE, crop=TINY_CROP)
     predictions = ctx.classifier.classify([c.frames for c in sampled.clips], top_k=ctx.settings.window_top_k)
-    expected = aggregate(
-        [Window(i, 0, 0, [(x.label, x.index, x.score) for x in p.labels]) for i, p in enumerate(predictions)]
-    )[:3]
-    got = [(x.label, x.label_index, x.score) for x in sorted(labels, key=lambda x: x.rank)]
+    scored = [
+        ScoredWindow(i, 0, 0, [(x.label, x.index, x.score) for x in p.labels])
+        for i, p in enumerate(predictions)
+    ]
+    expected = aggregate(scored)[:3]
+    got = [(x.label, x.label_index, x.score) for x in sorted(labels, key=lambda x: x.rank)][:3]
     assert [g[:2] for g in got] == [e[:2] for e in expected]
     assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], abs=1e-6)
 
@@ -235,7 +239,7 @@ def test_options_filter_labels(ctx: PipelineContext, videos: list[Path]) -> None
     job_id = _submit(ctx, videos[1], exclude=[best], top_k=2, min_score=0.0)
     assert index_video(job_id, ctx).status == "succeeded"
     _, labels, windows = _rows(ctx, job_id)
-    assert len(labels) == 2 and best not in {x.label for x in labels}
+    assert len([x for x in labels if x.rank <= 2]) == 2 and best not in {x.label for x in labels}
     assert best not in {x.label for x in windows}
     only = _submit(ctx, videos[1], include=[best])
     index_video(only, ctx)

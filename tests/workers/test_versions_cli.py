@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from services.core.config import get_settings
 from services.core.db import create_db_engine, session_factory, upgrade_database
-from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
+from services.core.models import IndexedWindow, Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
 from workers.cli import app
 
 TABLES = (WindowLabel, LabelSegment, VideoLabel, Job)
@@ -125,4 +125,49 @@ def test_retire_commits_batches_of_the_given_size(engine: Engine) -> None:
         ("video_labels", 3),
         ("jobs", 3),
     ]
-    assert deleted == {"window_labels": 15, "label_segments": 3, "video_labels": 3, "jobs": 3}
+    assert deleted == {
+        "indexed_windows": 0,
+        "window_labels": 15,
+        "label_segments": 3,
+        "video_labels": 3,
+        "jobs": 3,
+    }
+
+
+def test_retire_removes_the_windows_and_their_thumbnails(engine: Engine, tmp_path: Path) -> None:
+    import numpy as np
+
+    from services.core.storage import LocalStorage
+    from services.core.thumbnails import store_thumbnail
+    from services.core.versions import ModelVersion, retire_version
+
+    storage = LocalStorage(tmp_path / "objects")
+    with session_factory(engine).begin() as session:
+        video = Video(sha256=uuid.uuid4().hex, filename="w.mp4")
+        session.add(video)
+        session.flush()
+        keys = [
+            store_thumbnail(
+                storage, job_id=uuid.uuid4(), window_index=n, frames=np.zeros((2, 8, 8, 3), np.uint8)
+            )
+            for n in range(3)
+        ]
+        session.add_all(
+            IndexedWindow(
+                video_id=video.id,
+                model_name="tsm",
+                model_version="old",
+                window_index=n,
+                start_ms=n * 1000,
+                end_ms=(n + 1) * 1000,
+                top_labels=[],
+                thumbnail_key=key,
+            )
+            for n, key in enumerate(keys)
+        )
+    assert all(storage.exists(key) for key in keys)
+    deleted = retire_version(
+        session_factory(engine), ModelVersion("tsm", "old"), batch_size=2, storage=storage
+    )
+    assert deleted["indexed_windows"] == 3
+    assert not any(storage.exists(key) for key in keys)

@@ -86,6 +86,11 @@ class DecodeBenchRow:
     exact_frames_equal: bool
     keyframe_frames_equal: bool
     fallback: str | None = None
+    # With --device cuda: exact sampling decoded by NVDEC and resized on the GPU, and how far its
+    # frames are from the CPU's (mean |difference| in 0..255 levels; the interpolations differ).
+    device: str = "cpu"
+    device_exact_ms: float | None = None
+    device_mean_abs_diff: float | None = None
 
     @property
     def exact_speedup(self) -> float:
@@ -170,11 +175,14 @@ def measure(
     window_s: float = 10.0,
     resize: int = 256,
     crop: int = 224,
+    device: str = "cpu",
 ) -> DecodeBenchRow:
     """Median wall time of exact sampling, keyframe sampling and the naive decode on one file,
-    interleaved per repeat, with the exactness checks."""
-    times: dict[str, list[float]] = {"exact": [], "keyframe": [], "naive": []}
+    interleaved per repeat, with the exactness checks; plus exact sampling on ``device`` if not
+    the CPU."""
+    times: dict[str, list[float]] = {"exact": [], "keyframe": [], "naive": [], "device": []}
     results: dict[Sampling, SampledVideo] = {}
+    on_device: SampledVideo | None = None
     naive: dict[int, np.ndarray] = {}
     naive_decoded = 0
     for _ in range(repeats):
@@ -184,6 +192,12 @@ def measure(
                 path, num_segments=num_segments, window_s=window_s, resize=resize, crop=crop, sampling=mode
             )
             times[mode].append((time.perf_counter() - started) * 1000)
+        if device != "cpu":
+            started = time.perf_counter()
+            on_device = sample_clips(
+                path, num_segments=num_segments, window_s=window_s, resize=resize, crop=crop, device=device
+            )
+            times["device"].append((time.perf_counter() - started) * 1000)
         rotation = results["exact"].info.rotation
         started = time.perf_counter()
         naive, naive_decoded = full_decode(
@@ -195,7 +209,7 @@ def measure(
     extra = sorted(set(_targets(keyframe)) - set(naive))
     if extra:
         naive |= full_decode(path, extra, resize=resize, crop=crop, rotation=exact.info.rotation)[0]
-    median = {side: round(statistics.median(values), 1) for side, values in times.items()}
+    median = {side: round(statistics.median(values), 1) for side, values in times.items() if values}
     return DecodeBenchRow(
         video=name,
         codec=exact.info.codec,
@@ -214,7 +228,15 @@ def measure(
         exact_frames_equal=frames_equal(exact, naive),
         keyframe_frames_equal=frames_equal(keyframe, naive),
         fallback=exact.fallback,
+        device=device,
+        device_exact_ms=median.get("device"),
+        device_mean_abs_diff=None if on_device is None else _mean_abs_diff(exact, on_device),
     )
+
+
+def _mean_abs_diff(a: SampledVideo, b: SampledVideo) -> float:
+    pairs = zip(a.clips, b.clips, strict=True)
+    return round(float(np.mean([np.abs(x.frames.astype(np.int16) - y.frames).mean() for x, y in pairs])), 2)
 
 
 def run(
@@ -223,6 +245,7 @@ def run(
     videos: Sequence[BenchVideo] = BENCH_VIDEOS,
     corpus: Sequence[tuple[str, Path]] = (),
     repeats: int = 3,
+    device: str = "cpu",
     on_step: Callable[[str], None] | None = None,
 ) -> list[DecodeBenchRow]:
     """Generate (or reuse) each video and measure it, then each corpus file (name, path);
@@ -236,11 +259,11 @@ def run(
         path = ensure_video(spec, workdir)
         if on_step:
             on_step(f"measuring {spec.name}")
-        rows.append(measure(spec.name, path, repeats=repeats))
+        rows.append(measure(spec.name, path, repeats=repeats, device=device))
     for name, path in corpus:
         if on_step:
             on_step(f"measuring {name}")
-        rows.append(measure(name, path, repeats=repeats))
+        rows.append(measure(name, path, repeats=repeats, device=device))
     return rows
 
 

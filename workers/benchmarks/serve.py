@@ -96,8 +96,11 @@ def run_serve_benchmark(
     workers: int,
     rounds: int = 3,
     on_row: Any = None,
+    device: str | None = None,
 ) -> tuple[list[ServeRow], dict[str, Any]]:
-    """One archive of random weights, then for each batch size: in-process, then served."""
+    """One archive of random weights, then for each batch size: in-process, then served.
+
+    ``device`` is the in-process side's (default: CUDA where present, as TorchServe picks)."""
     import torch
 
     from model_store.archive import build_archive
@@ -128,13 +131,14 @@ def run_serve_benchmark(
     rows: list[ServeRow] = []
     try:
         archive = build_archive(model, card, work / "model-store", model_name="tsm")
-        clip_model = ClipModel(model, card, device="cpu")
+        clip_model = ClipModel(model, card, device=device)
         meta = {
             "arch": arch,
             "num_segments": num_segments,
             "crop": crop,
             "clips": {b: max(num_clips, 2 * b) for b in batch_sizes},
             "precision": clip_model.precision,
+            "device": str(clip_model.device),
             "max_batch_delay_ms": max_batch_delay_ms,
             "workers": workers,
             "rounds": rounds,

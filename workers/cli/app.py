@@ -43,9 +43,10 @@ def root(
 
 
 def main() -> None:
-    from workers.allocator import reexec_with_allocator_env
+    from workers.allocator import apply_thread_policy, reexec_with_allocator_env
 
     reexec_with_allocator_env()  # before torch allocates anything
+    apply_thread_policy()  # before torch loads OpenMP
     import workers.cli  # noqa: F401  (registers every command module)
 
     app()

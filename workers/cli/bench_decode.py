@@ -29,6 +29,9 @@ def bench_decode(
     ] = None,
     corpus: Annotated[bool, typer.Option(help="Also the real corpus (`tsmindex corpus fetch`).")] = True,
     directory: CorpusDirOpt = None,
+    device: Annotated[
+        str, typer.Option(help="cpu, or cuda[:N]: also exact sampling with NVDEC decode and GPU resize.")
+    ] = "cpu",
 ) -> None:
     """Median time per video for exact sampling, keyframe sampling and a naive full decode."""
     from rich.console import Console
@@ -43,6 +46,13 @@ def bench_decode(
     if unknown:
         raise typer.BadParameter(f"unknown video(s) {sorted(unknown)}; choose from {known}")
     chosen = [v for v in BENCH_VIDEOS if not video or v.name in video]
+    if device != "cpu":
+        from workers.media.gpu import cuda_decode_available
+
+        if not device.startswith("cuda") or not cuda_decode_available():
+            raise typer.BadParameter(
+                f"no CUDA decode here for --device {device} (PyAV CUDA device and a GPU)"
+            )
     console = Console()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
@@ -57,7 +67,7 @@ def bench_decode(
             for item in (fetch(corpus_dir(directory), on_step=step) if corpus else [])
             if not video or item.name in video
         ]
-        rows = run(workdir=workdir, videos=chosen, corpus=real, repeats=repeats, on_step=step)
+        rows = run(workdir=workdir, videos=chosen, corpus=real, repeats=repeats, device=device, on_step=step)
     console.print(_table(rows, repeats))
     write_json(rows, out, repeats=repeats)
     console.print(f"saved {out}")
@@ -71,6 +81,9 @@ def _table(rows: list[DecodeBenchRow], repeats: int) -> Table:
     table = Table(title=f"decode: exact and keyframe sampling vs a naive full decode (median of {repeats})")
     columns = ["video", "codec", "size", "frames", "clips", "exact ms", "keyframe ms", "naive ms"]
     columns += ["naive/exact", "naive/keyframe", "exact/keyframe", "decoded e/k/n", "picks", "equal"]
+    on_device = any(row.device_exact_ms is not None for row in rows)
+    if on_device:
+        columns += [f"{rows[0].device} exact ms", "cpu/device", "mean |diff|"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("video", "codec", "size") else "right")
     for row in rows:
@@ -89,5 +102,16 @@ def _table(rows: list[DecodeBenchRow], repeats: int) -> Table:
             f"{row.exact_frames_decoded}/{row.keyframe_frames_decoded}/{row.naive_frames_decoded}",
             f"{row.keyframe_picks}/{row.targets}",
             "yes" if row.exact_frames_equal and row.keyframe_frames_equal else "NO",
+            *(_device_cells(row) if on_device else ()),
         )
     return table
+
+
+def _device_cells(row: DecodeBenchRow) -> tuple[str, ...]:
+    if row.device_exact_ms is None:
+        return ("-", "-", "-")
+    return (
+        f"{row.device_exact_ms:.0f}",
+        f"{row.exact_ms / row.device_exact_ms:.2f}x",
+        f"{row.device_mean_abs_diff:.2f}",
+    )

@@ -13,10 +13,18 @@ from rich.table import Table
 
 from workers.cli.app import app
 from workers.cli.models import ModelOpt, resolve_model_path
-from workers.cli.remote import jobs_table, remote_client, remote_labels, search_rows, upload_and_wait
+from workers.cli.remote import (
+    jobs_table,
+    remote_client,
+    remote_labels,
+    search_columns,
+    search_rows,
+    upload_and_wait,
+)
 
 if TYPE_CHECKING:
     from services.client import TsmindexClient
+    from services.core import search
     from services.core.config import Settings
     from services.core.indexing.options import IndexOptions
     from workers.embedded import IndexedVideo
@@ -104,7 +112,10 @@ def _results_table(results: list[IndexedVideo], top: int) -> Table:
             status += f" [yellow]{r.shortfall_frames} frames did not decode[/yellow]"
         labels = ", ".join(f"{label} {score:.3f}" for label, score in r.labels[:top])
         duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
-        table.add_row(r.path.name, status, duration, str(r.windows), labels)
+        windows = str(r.windows)
+        if r.truncated:
+            windows += f" [yellow](truncated: {r.covered_s or 0:.0f} s covered)[/yellow]"
+        table.add_row(r.path.name, status, duration, windows, labels)
     return table
 
 
@@ -152,26 +163,41 @@ def index_cmd(
 
 @app.command("search")
 def search_cmd(
-    label: Annotated[str, typer.Argument(help="a label, e.g. 'juggling balls'")],
+    labels: Annotated[list[str], typer.Argument(help="one label or several, e.g. 'juggling balls'")],
     min_score: Annotated[float, typer.Option(help="minimum score (video-level, or per window)")] = 0.0,
     moments: Annotated[bool, typer.Option("--moments", help="where in the videos: runs of windows")] = False,
+    sort: Annotated[str, typer.Option(help="videos: peak (best window) or mean")] = "peak",
+    match: Annotated[str, typer.Option(help="several labels: any or all")] = "any",
+    start_s: Annotated[float | None, typer.Option("--from", help="moments overlapping from (s)")] = None,
+    end_s: Annotated[float | None, typer.Option("--to", help="moments overlapping until (s)")] = None,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
 ) -> None:
-    """Search the index for videos with a label (with --moments, where in them), best score first."""
+    """Search the index for videos with a label (with --moments, where in them), best score first.
+
+    `tsmindex labels WORD` finds the exact label names."""
+    from services.core import search
+
+    if sort not in search.SORTS or match not in search.MATCHES:
+        raise typer.BadParameter(f"--sort is one of {search.SORTS}, --match one of {search.MATCHES}")
+    page = search.PageRequest(
+        labels,
+        min_score=min_score,
+        limit=limit,
+        sort=sort,
+        match=match,
+        start_ms=None if start_s is None else round(start_s * 1000),
+        end_ms=None if end_s is None else round(end_s * 1000),
+    )
     client = remote_client()
     if client is not None:
         with client:
-            rows = search_rows(client, label, min_score=min_score, moments=moments, limit=limit)
+            rows = search_rows(client, page, moments=moments)
     else:
-        rows = _search_rows(label, min_score=min_score, moments=moments, limit=limit)
-    table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {label!r}")
-    columns = (
-        ["score", "video", "from", "to", "model", "id"]
-        if moments
-        else ["score", "video", "duration", "model", "id"]
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("video", "model", "id") else "right")
+        rows = _search_rows(page, moments=moments)
+    table = Table(title=f"{'Moments' if moments else 'Videos'} labelled {' / '.join(map(repr, labels))}")
+    for column in search_columns(moments=moments, several=len(page.labels) > 1):
+        numeric = column in ("score", "peak", "mean", "from", "to")
+        table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -179,29 +205,67 @@ def search_cmd(
         raise typer.Exit(1)
 
 
-def _search_rows(label: str, *, min_score: float, moments: bool, limit: int) -> list[list[str]]:
-    """The rows ``tsmindex search`` prints, read from the local database."""
+def _search_rows(page: search.PageRequest, *, moments: bool) -> list[list[str]]:
+    """The rows ``tsmindex search`` prints (see ``search_columns``), read from the local database."""
     from services.core import search
     from services.core.db import create_db_engine, session_factory
     from services.core.models import LabelSegment
 
+    several = len(page.labels) > 1
     engine = create_db_engine(_settings().resolved_database_url)
     hits = search.moment_hits if moments else search.video_hits
     with session_factory(engine)() as session:
-        page = search.PageRequest(label, min_score=min_score, limit=limit)
         found, _ = search.split_page(session.execute(hits(page)).all(), page)
         rows = []
         for hit, video in found:
             name = video.filename or video.source_uri or "-"
+            label = [hit.label] if several else []
             if isinstance(hit, LabelSegment):
                 span = [f"{hit.start_ms / 1000:.1f} s", f"{hit.end_ms / 1000:.1f} s"]
+                model = f"{hit.model_name}:{hit.model_version}"
+                rows.append([f"{hit.score:.3f}", *label, name, *span, model, str(hit.id)])
             else:
-                span = [f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"]
-            rows.append(
-                [f"{hit.score:.3f}", name, *span, f"{hit.model_name}:{hit.model_version}", str(video.id)]
-            )
+                duration = f"{video.duration_s:.1f} s" if video.duration_s is not None else "-"
+                scores = [f"{hit.peak_score:.3f}", f"{hit.score:.3f}"]
+                rows.append([*scores, *label, name, duration, str(video.id)])
     engine.dispose()
     return rows
+
+
+@app.command("labels")
+def labels_cmd(
+    query: Annotated[str | None, typer.Argument(help="part of a label, or a near spelling")] = None,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+) -> None:
+    """Labels in the index (with QUERY: those that match it, best first) and how many videos have each."""
+    from services.core import vocabulary
+    from services.core.db import create_db_engine, session_factory
+
+    client = remote_client()
+    if client is not None:
+        with client:
+            found = client.labels(q=query, limit=limit).items
+        rows = [(x.label, x.videos, x.match or "") for x in found]
+    else:
+        engine = create_db_engine(_settings().resolved_database_url)
+        with session_factory(engine)() as session:
+            known = vocabulary.vocabulary(session)
+        engine.dispose()
+        if query is None:
+            rows = [(label, count, "") for label, count in known[:limit]]
+        else:
+            rows = [
+                (m.label, m.videos, m.kind.name) for m in vocabulary.find_labels(query, known, limit=limit)
+            ]
+    table = Table(title=f"Labels matching {query!r}" if query else "Labels")
+    table.add_column("label")
+    table.add_column("videos", justify="right")
+    table.add_column("match")
+    for label, count, kind in rows:
+        table.add_row(label, str(count), kind)
+    console.print(table)
+    if not rows:
+        raise typer.Exit(1)
 
 
 def _index_remote(client: TsmindexClient, paths: list[Path], options: IndexOptions, *, wait: bool) -> None:
@@ -242,7 +306,7 @@ def api_cmd(
         for stale in metrics_dir.glob("*.db"):
             stale.unlink()
     uvicorn.run(
-        "services.api.main:create_app",
+        "workers.api_app:create_app",
         factory=True,
         host=host or s.api_host,
         port=port or s.api_port,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from services.api.schemas import BackfillOut, BackfillRequest, JobOut, LabelOut
     from services.client import TsmindexClient
     from services.core.indexing.options import IndexOptions
+    from services.core.search import PageRequest
 
 err = Console(stderr=True)
 
@@ -103,6 +104,8 @@ def jobs_table(jobs: list[tuple[str, JobOut]], top_labels: Callable[[JobOut], li
         status = job.status if job.reason is None else f"{job.status}: {job.reason}"
         if job.duplicate:
             status += " (already submitted)"
+        if job.truncated:
+            status += f" (truncated: {job.covered_s or 0:.0f} s covered)"
         shown = ", ".join(f"{x.label} {x.score:.3f}" for x in labels[:5])
         table.add_row(name, str(job.id), f"{job.model.name}:{job.model.version}", status, shown)
     return table
@@ -118,32 +121,53 @@ def remote_labels(client: TsmindexClient) -> Callable[[JobOut], list[LabelOut]]:
     return labels
 
 
-def search_rows(
-    client: TsmindexClient, label: str, *, min_score: float, moments: bool, limit: int
-) -> list[list[str]]:
-    """The rows ``tsmindex search`` prints, read from the API."""
+def search_columns(*, moments: bool, several: bool) -> list[str]:
+    """The columns of ``tsmindex search`` (a label column only when several labels were asked)."""
+    label = ["label"] if several else []
+    if moments:
+        return ["score", *label, "video", "from", "to", "model", "moment"]
+    return ["peak", "mean", *label, "video", "duration", "id"]
+
+
+def search_rows(client: TsmindexClient, page: PageRequest, *, moments: bool) -> list[list[str]]:
+    """The rows ``tsmindex search`` prints (see ``search_columns``), read from the API."""
+    several = len(page.labels) > 1
+    labels = list(page.labels)
+    start_s = None if page.start_ms is None else page.start_ms / 1000
+    end_s = None if page.end_ms is None else page.end_ms / 1000
     with api_errors():
         if moments:
             return [
                 [
                     f"{m.score:.3f}",
+                    *([m.label] if several else []),
                     m.filename or "-",
                     f"{m.start_ms / 1000:.1f} s",
                     f"{m.end_ms / 1000:.1f} s",
                     f"{m.model.name}:{m.model.version}",
-                    str(m.video_id),
+                    str(m.id),
                 ]
-                for m in client.moments(label, min_score=min_score, limit=limit).items
+                for m in client.moments(
+                    labels,
+                    min_score=page.min_score,
+                    limit=page.limit,
+                    match=page.match,
+                    start_s=start_s,
+                    end_s=end_s,
+                ).items
             ]
         return [
             [
+                f"{h.peak_score:.3f}",
                 f"{h.score:.3f}",
+                *([h.label] if several else []),
                 h.filename or "-",
                 f"{h.duration_s:.1f} s" if h.duration_s is not None else "-",
-                f"{h.model.name}:{h.model.version}",
                 str(h.video_id),
             ]
-            for h in client.search(label, min_score=min_score, limit=limit).items
+            for h in client.search(
+                labels, min_score=page.min_score, limit=page.limit, match=page.match, sort=page.sort
+            ).items
         ]
 
 

@@ -45,7 +45,14 @@ def build(
     seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
     model_name: Annotated[str, typer.Option(help="TorchServe model name.")] = "tsm",
     version: Annotated[str | None, typer.Option(help="Archive version (default: the model card's).")] = None,
-    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto | fp32 | fp16 | bf16 | int8 (int8 needs --int8-model).")
+    ] = "auto",
+    int8_model: Annotated[
+        Path | None,
+        typer.Option(help="The int8 graph of this checkpoint (`tsmindex model quantize`); serves int8."),
+    ] = None,
+    compile: Annotated[bool, typer.Option(help="The handler runs torch.compile (GPU hosts).")] = False,
     out: Annotated[Path, typer.Option(help="Directory for <model-name>.mar.")] = DEFAULT_MODEL_STORE,
 ) -> None:
     """Write the TorchServe archive (.mar) for a checkpoint, a known model, or random weights.
@@ -53,24 +60,47 @@ def build(
     URLs and known models are downloaded once into the model cache (TSMINDEX_MODEL_CACHE_DIR) and
     verified by SHA-256."""
     from model_store.archive import build_archive
+    from model_store.inference import PRECISIONS
     from model_store.tsm import load_model
-    from services.core.config import get_settings
-    from workers.cli.models import fetch_model
 
-    if sum((checkpoint is not None, model is not None, random_init)) > 1:
+    if random_init and (checkpoint is not None or model is not None):
         raise typer.BadParameter("give at most one of --checkpoint, --model and --random-init")
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
+    if precision not in PRECISIONS:
         raise typer.BadParameter(f"unknown precision {precision!r}")
+    if precision == "int8" and int8_model is None:
+        raise typer.BadParameter("--precision int8 needs --int8-model (from `tsmindex model quantize`)")
+    if int8_model is not None:
+        precision = "int8"
     if random_init:
         network, card = _random_model(arch, num_classes, labels, num_segments, crop, seed)
-    elif checkpoint is not None and not checkpoint.startswith(("http://", "https://")):
-        network, card = load_model(Path(checkpoint))
     else:
-        network, card = load_model(fetch_model(checkpoint or model or get_settings().default_model))
-    path = build_archive(network, card, out, model_name=model_name, version=version, precision=precision)  # type: ignore[arg-type]
+        network, card = load_model(resolve_checkpoint(checkpoint, model))
+    path = build_archive(
+        network,
+        card,
+        out,
+        model_name=model_name,
+        version=version,
+        precision=precision,  # type: ignore[arg-type]
+        int8_model=int8_model,
+        compile=compile,
+    )
     typer.echo(
         f"{path}  ({card.config.arch}, {card.config.num_classes} classes, version {version or card.version})"
     )
+
+
+def resolve_checkpoint(checkpoint: str | None, model: str | None) -> Path:
+    """A local checkpoint as given, else a URL or known model fetched into the cache (default:
+    TSMINDEX_DEFAULT_MODEL)."""
+    from services.core.config import get_settings
+    from workers.cli.models import fetch_model
+
+    if checkpoint is not None and model is not None:
+        raise typer.BadParameter("give at most one of --checkpoint and --model")
+    if checkpoint is not None and not checkpoint.startswith(("http://", "https://")):
+        return Path(checkpoint)
+    return fetch_model(checkpoint or model or get_settings().default_model)
 
 
 def _random_model(
@@ -181,6 +211,9 @@ def bench_serve(
     workers: Annotated[int, typer.Option(help="TorchServe workers for the model.")] = 1,
     rounds: Annotated[int, typer.Option(help="Alternating rounds per side; medians are reported.")] = 3,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench-results/serve.json"),
+    device: Annotated[
+        str | None, typer.Option(help="In-process side: cpu or cuda (default: CUDA where present).")
+    ] = None,
 ) -> None:
     """Served vs in-process clips/s for the same clips, per batch size, and the batch fill under load."""
     from rich.console import Console
@@ -209,10 +242,11 @@ def bench_serve(
             workers=workers,
             rounds=rounds,
             on_row=on_row,
+            device=device,
         )
     table = Table(
         title=f"{arch}, {num_segments}x{crop}px clips, max({clips}, 2 x batch) clips x {rounds} rounds, "
-        f"{meta['precision']}, "
+        f"{meta['precision']} on {meta['device']}, "
         f"{meta['cpu_count']} CPUs"
     )
     for column in (

@@ -27,6 +27,7 @@ def retire_cmd(
 
     from services.core.config import get_settings
     from services.core.db import create_db_engine, session_factory
+    from services.core.storage import make_storage
     from services.core.versions import ModelVersion, ModelVersionError, retire_version, version_rows
 
     local_only("models retire")
@@ -59,6 +60,7 @@ def retire_cmd(
                 model,
                 batch_size=batch_size,
                 on_batch=lambda table, n: bars.advance(tasks[table], n),
+                storage=make_storage(settings),
             )
     finally:
         engine.dispose()

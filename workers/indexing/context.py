@@ -44,9 +44,7 @@ def build_classifier(settings: Settings) -> ClipClassifier:
     if settings.inference_backend == "torchserve":
         return TorchServeClient(settings)
     if settings.inference_backend == "inprocess":
-        if settings.checkpoint_path is None:
-            raise ValueError("in-process inference needs TSMINDEX_CHECKPOINT_PATH")
-        return InProcessEngine.from_checkpoint(settings.checkpoint_path)
+        return InProcessEngine.from_settings(settings)
     raise ValueError(f"unknown inference backend {settings.inference_backend!r}")
 
 

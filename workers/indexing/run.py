@@ -1,11 +1,11 @@
 """``run_job``: one delivery of a job, from claim to notify.
 
-claim (a lease) -> fetch -> sample -> classify -> store -> notify. A heartbeat thread renews the
-lease while the run decodes and infers. Every failure is translated to a ``FailureReason`` in one
-place: a permanent one fails the job, a transient one defers it (no attempt burned), a defect fails
-it as ``internal_error`` and is raised. When the database itself is down, nothing can be recorded:
-``DatabaseUnavailableError`` is raised for the task to retry, and the lease expiring hands the job
-to the reaper if that retry never comes.
+claim (a lease) -> fetch -> sample and classify (chunk by chunk) -> store -> notify. A heartbeat
+thread renews the lease while the run decodes and infers. Every failure is translated to a
+``FailureReason`` in one place: a permanent one fails the job, a transient one defers it (no
+attempt burned), a defect fails it as ``internal_error`` and is raised. When the database itself is
+down, nothing can be recorded: ``DatabaseUnavailableError`` is raised for the task to retry, and the
+lease expiring hands the job to the reaper if that retry never comes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from services.core.storage import sha256_file
 from workers.indexing.classify import classify
 from workers.indexing.context import PipelineContext
 from workers.indexing.fetch import fetch
-from workers.indexing.sample import sample
+from workers.indexing.sample import open_stream
 from workers.indexing.snapshot import JobSnapshot
 from workers.indexing.store import Source, store
 
@@ -102,12 +102,12 @@ def _run(job: JobSnapshot, ctx: PipelineContext) -> JobResult:
         # An S3 object may have changed since an earlier run: hash what was read this time.
         sha256 = sha256_file(fetched.path) if fetched.etag is not None or job.sha256 is None else job.sha256
         source = Source(sha256=sha256, size_bytes=fetched.path.stat().st_size, etag=fetched.etag)
-        with _stage("decode"):
-            sampled = sample(fetched.path, job.options, ctx.settings)
-    with _stage("inference"):
-        windows = classify(job, sampled, ctx, lambda fraction: _progress(ctx, job, fraction))
+        # Decoding and inference alternate chunk by chunk (classify times each stage).
+        with open_stream(fetched.path, job.options, ctx.settings) as stream:
+            inferred = classify(job, stream, ctx, lambda fraction: _progress(ctx, job, fraction))
+            sampled = stream.finish(len(inferred.windows))
     with _stage("store"):
-        row = store(ctx, job, sampled, source, windows)
+        row = store(ctx, job, sampled, source, inferred)
     if row is None:
         return _current(ctx, job.job_id)  # another run took over and finished or holds it
     metrics.VIDEOS_INDEXED.labels("succeeded").inc()

@@ -1,13 +1,16 @@
-"""Sample stage: one clip per window, in the job's sampling mode, within the media limits."""
+"""Sample stage: the video's windows in the job's sampling mode, within the media limits, streamed
+a chunk of clips at a time so that a long video needs no more memory than a short one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.core.config import Settings
 from services.core.indexing.options import ResolvedOptions
 from workers.media.limits import MediaLimits
-from workers.media.sampling import SampledVideo
+from workers.media.sampling import ClipStream
 
 
 def limits_of(settings: Settings) -> MediaLimits:
@@ -20,12 +23,13 @@ def limits_of(settings: Settings) -> MediaLimits:
     )
 
 
-def sample(path: Path, options: ResolvedOptions, settings: Settings) -> SampledVideo:
-    """Raises ``CorruptVideoError`` when more chosen frames fail to decode than the settings allow;
-    below that, the frames that failed are reported in ``shortfalls``."""
-    from workers.media import sample_clips
+@contextmanager
+def open_stream(path: Path, options: ResolvedOptions, settings: Settings) -> Iterator[ClipStream]:
+    """The planned windows of ``path``; ``ClipStream.finish`` raises ``CorruptVideoError`` when more
+    chosen frames failed to decode than the settings allow (below that they are in ``shortfalls``)."""
+    from workers.media import open_clips
 
-    return sample_clips(
+    with open_clips(
         path,
         num_segments=settings.num_segments,
         window_s=options.window_s,
@@ -35,4 +39,6 @@ def sample(path: Path, options: ResolvedOptions, settings: Settings) -> SampledV
         limits=limits_of(settings),
         budget_s=settings.decode_budget_s,
         sampling=options.sampling,
-    )
+        device=settings.decode_device,
+    ) as stream:
+        yield stream

@@ -1,10 +1,10 @@
-"""Store stage: labels, windows and moments upserted by their unique keys (a redelivered run writes
-the same rows in place), the video's metadata and the job's success, in one transaction that the
-run's lease guards: a run that lost its lease stores nothing."""
+"""Store stage: labels, windows (their top labels, thumbnail keys and embeddings) and moments
+upserted by their unique keys (a redelivered run writes the same rows in place), the video's
+metadata and the job's success, in one transaction that the run's lease guards: a run that lost its
+lease stores nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +13,17 @@ from sqlalchemy.orm import Session
 
 from services.core.db import dialect_insert
 from services.core.indexing import jobs
-from services.core.models import Job, LabelSegment, Video, VideoLabel, WindowLabel
+from services.core.models import IndexedWindow, Job, LabelSegment, Video, VideoLabel, WindowLabel
+from services.core.vectors import ModelKey, vector_store
+from services.core.windows import (
+    indexed_window_rows,
+    label_segments,
+    label_stats,
+    video_label_rows,
+    window_label_rows,
+)
+from workers.indexing.classify import Inferred
 from workers.indexing.context import PipelineContext
-from workers.indexing.labels import Window, aggregate, label_segments, select_labels
 from workers.indexing.snapshot import JobSnapshot
 from workers.media.sampling import SampledVideo
 
@@ -30,21 +38,15 @@ class Source:
 
 
 def store(
-    ctx: PipelineContext, job: JobSnapshot, sampled: SampledVideo, source: Source, windows: Sequence[Window]
+    ctx: PipelineContext, job: JobSnapshot, sampled: SampledVideo, source: Source, inferred: Inferred
 ) -> Job | None:
     """The succeeded job, or None when this run no longer holds it (another run took over)."""
     key = {"video_id": job.video_id, "model_name": job.model_name, "model_version": job.model_version}
-    video_rows = [
-        {**key, "label": label, "label_index": index, "score": score, "rank": rank}
-        for rank, (label, index, score) in enumerate(select_labels(aggregate(windows), job.options), start=1)
-    ]
-    window_rows = [
-        {**key, "window_index": w.index, "start_ms": w.start_ms, "end_ms": w.end_ms}
-        | {"label": label, "label_index": index, "score": score, "rank": rank}
-        for w in windows
-        for rank, (label, index, score) in enumerate(select_labels(w.labels, job.options), start=1)
-    ]
+    windows = inferred.windows
+    video_rows = video_label_rows(label_stats(windows, job.options), key)
+    window_rows = window_label_rows(windows, job.options, key)
     segment_rows = [{**key, **segment} for segment in label_segments(window_rows)]
+    indexed_rows = indexed_window_rows(windows, inferred.thumbnails, key)
     with ctx.sessions.begin() as session:
         row = jobs.held(session=session, job_id=job.job_id, owner=job.owner)
         if row is None:
@@ -53,11 +55,20 @@ def store(
         _replace(session, VideoLabel, key, video_rows, ("label",))
         _replace(session, WindowLabel, key, window_rows, ("window_index", "label"))
         _replace(session, LabelSegment, key, segment_rows, ("label", "start_ms"))
+        _replace(session, IndexedWindow, key, indexed_rows, ("window_index",))
+        model = ModelKey(job.model_name, job.model_version)
+        vector_store(session).write(session, model=model, video_id=job.video_id, vectors=inferred.embeddings)
         row.sampling = sampled.sampling
         row.shortfall_frames = sampled.shortfall
         row.shortfall_windows = [s.window for s in sampled.shortfalls]
         row.decode_fallback = sampled.fallback is not None
-        jobs.succeed(session=session, job=row, labels=video_rows)
+        coverage = sampled.coverage
+        row.covered_s = coverage.covered_s if coverage is not None else None
+        row.truncated = bool(coverage is not None and coverage.truncated)
+        # The webhook names the video's labels: its top_k best means.
+        jobs.succeed(
+            session=session, job=row, labels=[r for r in video_rows if r["rank"] <= job.options.top_k]
+        )
         return row
 
 
@@ -78,7 +89,7 @@ def _describe_video(session: Session, job: JobSnapshot, sampled: SampledVideo, s
         video.sha256 = None if taken else source.sha256
 
 
-LabelTable = type[VideoLabel] | type[WindowLabel] | type[LabelSegment]
+LabelTable = type[VideoLabel] | type[WindowLabel] | type[LabelSegment] | type[IndexedWindow]
 
 
 def _replace(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import av
 import av.container
@@ -79,8 +79,11 @@ class VideoReader:
     frame is approximate in some formats (MPEG program streams land a GOP or more late).
     """
 
-    def __init__(self, path: Path, *, limits: MediaLimits, deadline: Deadline, threads: int = 1) -> None:
+    def __init__(
+        self, path: Path, *, limits: MediaLimits, deadline: Deadline, threads: int = 1, hwaccel: Any = None
+    ) -> None:
         self.path, self.limits, self.deadline, self.threads = path, limits, deadline, threads
+        self.hwaccel = hwaccel
         self.stats = DecodeStats()
         self._stack = contextlib.ExitStack()
         self.container, self.stream = self._open()
@@ -88,7 +91,13 @@ class VideoReader:
 
     def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
         return self._stack.enter_context(
-            open_video(self.path, limits=self.limits, deadline=self.deadline, threads=self.threads)
+            open_video(
+                self.path,
+                limits=self.limits,
+                deadline=self.deadline,
+                threads=self.threads,
+                hwaccel=self.hwaccel,
+            )
         )
 
     def _demux(self) -> Iterator[Packet]:

@@ -178,9 +178,12 @@ def _is_cover_art(stream: av.stream.Stream) -> bool:
 
 @contextlib.contextmanager
 def open_video(
-    path: Path, *, limits: MediaLimits, deadline: Deadline, threads: int = 1
+    path: Path, *, limits: MediaLimits, deadline: Deadline, threads: int = 1, hwaccel: Any = None
 ) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open ``path`` and its first video stream, turning every failure into a ``MediaError``."""
+    """Open ``path`` and its first video stream, turning every failure into a ``MediaError``.
+
+    ``hwaccel`` (``workers.media.gpu.hwaccel_for``) decodes on a GPU, frames arriving in host memory.
+    """
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -192,7 +195,9 @@ def open_video(
     # PyAV's timeout interrupts a blocking open or read (e.g. probing a pathological file).
     timeout = max(deadline.remaining_s, 0.001)
     try:
-        container = av.open(str(path), "r", timeout=(timeout, timeout), metadata_errors="replace")
+        container = av.open(
+            str(path), "r", timeout=(timeout, timeout), metadata_errors="replace", hwaccel=hwaccel
+        )
     except av.error.ExitError as exc:
         raise DecodeTimeoutError("opening the file exceeded the decode budget") from exc
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:

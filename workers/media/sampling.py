@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from workers.media.decode import VideoReader, decode_frames, make_converter
+from workers.media.decode import Converter, VideoReader, decode_frames, make_converter
 from workers.media.errors import CorruptVideoError, MediaError
 from workers.media.limits import Deadline, MediaLimits
-from workers.media.probe import VideoInfo, VideoSource, describe, local_path, scan
+from workers.media.probe import FrameTable, VideoInfo, VideoSource, describe, local_path, scan
 
 # ``exact``: the centre frame of each TSN segment. ``keyframe``: a keyframe inside the segment
 # where it has one, else its centre; TSN trains on a random frame per segment, so any frame of the
@@ -72,6 +73,7 @@ class SampledVideo:
     seeks: int = 0
     sampling: Sampling = "exact"
     fallback: str | None = None
+    coverage: Coverage | None = None
 
     @property
     def shortfall(self) -> int:
@@ -113,18 +115,19 @@ def plan_windows(
     *,
     num_segments: int = 8,
     window_s: float = 10.0,
-    max_windows: int = 360,
+    max_windows: int | None = None,
     keyframes: Sequence[int] | np.ndarray | None = None,
 ) -> list[Window]:
     """Split a video into consecutive windows and choose each window's frames by presentation time.
 
     ``times_s`` are the frames' presentation times (sorted, seconds from the first frame) and
     ``end_s`` the end of the last frame. A video up to ``window_s`` long is one window; windows
-    without a frame (a gap in a variable-frame-rate file) are skipped; at most ``max_windows``.
+    without a frame (a gap in a variable-frame-rate file) are skipped; at most ``max_windows`` (None:
+    all of them; :func:`coverage` says when a cap cut the video short).
     With ``keyframes`` (sorted frame indices), each segment takes its keyframe nearest the centre
     where it has one (see :func:`keyframe_indices`).
     """
-    if window_s <= 0 or max_windows <= 0:
+    if window_s <= 0 or (max_windows is not None and max_windows <= 0):
         raise ValueError("window_s and max_windows must be positive")
     times = [float(t) for t in times_s]
     if not times:
@@ -156,30 +159,154 @@ def sample_clips(
     *,
     num_segments: int = 8,
     window_s: float = 10.0,
-    max_windows: int = 360,
+    max_windows: int | None = None,
     resize: int = 256,
     crop: int = 224,
     limits: MediaLimits | None = None,
     budget_s: float | None = None,
     threads: int = 1,
     sampling: Sampling = "exact",
+    device: str = "cpu",
 ) -> SampledVideo:
-    """Probe ``source`` and return one clip of ``num_segments`` frames per window.
+    """Probe ``source`` and return one clip of ``num_segments`` frames per window, all in memory.
 
     Frames: shorter side to ``resize``, centre crop ``crop``, display orientation, RGB uint8.
     ``sampling`` picks each segment's frame: its centre (``exact``), or a keyframe inside the
     segment where it has one (``keyframe``; files without exact timestamps sample exactly).
     ``budget_s`` (default ``limits.decode_budget_s``) bounds the whole call in wall-clock time.
+    ``device`` "cuda[:N]" decodes with NVDEC and resizes on that GPU where this host can
+    (``workers.media.gpu``), else on the CPU.
     Raises a ``MediaError`` subclass when the file yields no usable frame, or when more of the
-    chosen frames fail to decode than ``limits.max_shortfall_fraction`` allows.
+    chosen frames fail to decode than ``limits.max_shortfall_fraction`` allows. Long videos are
+    better read chunk by chunk with :func:`open_clips`, whose memory does not grow with the length.
     """
+    with open_clips(
+        source,
+        num_segments=num_segments,
+        window_s=window_s,
+        max_windows=max_windows,
+        resize=resize,
+        crop=crop,
+        limits=limits,
+        budget_s=budget_s,
+        threads=threads,
+        sampling=sampling,
+        device=device,
+    ) as stream:
+        clips = [clip for chunk in stream.chunks() for clip in chunk]
+        return stream.finish(clips)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a video its windows span: ``truncated`` when a window cap stopped them early."""
+
+    duration_s: float
+    covered_s: float
+    truncated: bool
+
+
+class ClipStream:
+    """The windows of one opened video, decoded ``chunk_windows`` at a time (see :func:`open_clips`).
+
+    Only one chunk's frames are in memory at once, so a six-hour video costs what a short one does.
+    Files whose frame timestamps cannot be trusted for seeking are decoded forward in one pass (one
+    chunk), as before."""
+
+    def __init__(
+        self,
+        reader: VideoReader,
+        info: VideoInfo,
+        windows: list[Window],
+        *,
+        table: FrameTable,
+        convert: Converter,
+        limits: MediaLimits,
+        sampling: Sampling,
+        coverage: Coverage,
+    ) -> None:
+        self.reader = reader
+        self.info = info
+        self.windows = windows
+        self.sampling = sampling
+        self.coverage = coverage
+        self.shortfalls: list[Shortfall] = []
+        self._table = table
+        self._convert = convert
+        self._limits = limits
+
+    def chunks(self, chunk_windows: int = 32) -> Iterator[list[Clip]]:
+        """Clips in window order, ``chunk_windows`` windows per chunk (a window whose frames all
+        failed to decode has no clip)."""
+        table = self._table
+        seekable = bool(table.exact and len(table.keyframes))
+        size = chunk_windows if seekable else max(len(self.windows), 1)
+        start = 0
+        while start < len(self.windows):
+            if self.reader.stats.fallback is not None:
+                size = len(self.windows)  # decoding forward from the start: do it once for the rest
+            part = self.windows[start : start + size]
+            targets = sorted({i for w in part for i in w.frame_indices})
+            self.reader.rewind()
+            frames = decode_frames(self.reader, table, targets, self._convert)
+            clips, shortfalls = _assemble(part, frames, first=start)
+            self.shortfalls += shortfalls
+            start += len(part)
+            yield clips
+
+    def finish(self, clips: Sequence[Clip] | int) -> SampledVideo:
+        """The summary once every chunk is read (``clips``: all of them, or how many there were);
+        raises ``CorruptVideoError`` when nothing or too little decoded."""
+        count = clips if isinstance(clips, int) else len(clips)
+        stats = self.reader.stats
+        sampled = SampledVideo(
+            info=self.info,
+            clips=[] if isinstance(clips, int) else list(clips),
+            shortfalls=tuple(self.shortfalls),
+            frames_decoded=stats.frames_decoded,
+            seeks=stats.seeks,
+            sampling=self.sampling,
+            fallback=stats.fallback,
+            coverage=self.coverage,
+        )
+        if not count:
+            raise CorruptVideoError("no frame of the video decodes")
+        planned = sum(len(w.frame_indices) for w in self.windows)
+        if sampled.shortfall > self._limits.max_shortfall_fraction * planned:
+            raise CorruptVideoError(
+                f"{sampled.shortfall} of {planned} sampled frames did not decode "
+                f"(in windows {', '.join(str(s.window) for s in self.shortfalls)}); "
+                f"the limit is {self._limits.max_shortfall_fraction:.0%}"
+            )
+        return sampled
+
+
+@contextmanager
+def open_clips(
+    source: VideoSource,
+    *,
+    num_segments: int = 8,
+    window_s: float = 10.0,
+    max_windows: int | None = None,
+    resize: int = 256,
+    crop: int = 224,
+    limits: MediaLimits | None = None,
+    budget_s: float | None = None,
+    threads: int = 1,
+    sampling: Sampling = "exact",
+    device: str = "cpu",
+) -> Iterator[ClipStream]:
+    """Probe ``source`` and plan its windows (arguments as :func:`sample_clips`); the stream decodes
+    them chunk by chunk while the context is open."""
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {SAMPLING_MODES}, not {sampling!r}")
     limits = limits or MediaLimits()
     deadline = Deadline(limits.decode_budget_s if budget_s is None else budget_s)
     with (
         local_path(source, limits=limits) as path,
-        VideoReader(path, limits=limits, deadline=deadline, threads=threads) as reader,
+        VideoReader(
+            path, limits=limits, deadline=deadline, threads=threads, hwaccel=_hwaccel(device)
+        ) as reader,
     ):
         result = scan(reader.container, reader.stream, deadline=deadline)
         info = describe(
@@ -187,47 +314,62 @@ def sample_clips(
         )
         table = result.table
         used: Sampling = sampling if table.exact else "exact"
+        end_s = table.end_s()
         windows = plan_windows(
             table.times_s(),
-            table.end_s(),
+            end_s,
             num_segments=num_segments,
             window_s=window_s,
             max_windows=max_windows,
             keyframes=table.keyframes if used == "keyframe" else None,
         )
-        targets = sorted({i for w in windows for i in w.frame_indices})
-        convert = make_converter(resize=resize, crop=crop, rotation=info.rotation)
-        reader.rewind()  # the scan left the demuxer at the end of the file
-        frames = decode_frames(reader, table, targets, convert)
-        stats = reader.stats
-    clips, shortfalls = _assemble(windows, frames)
-    sampled = SampledVideo(
-        info=info,
-        clips=clips,
-        shortfalls=tuple(shortfalls),
-        frames_decoded=stats.frames_decoded,
-        seeks=stats.seeks,
-        sampling=used,
-        fallback=stats.fallback,
-    )
-    if not clips:
-        raise CorruptVideoError("no frame of the video decodes")
-    planned = sum(len(w.frame_indices) for w in windows)
-    if sampled.shortfall > limits.max_shortfall_fraction * planned:
-        raise CorruptVideoError(
-            f"{sampled.shortfall} of {planned} sampled frames did not decode "
-            f"(in windows {', '.join(str(s.window) for s in shortfalls)}); "
-            f"the limit is {limits.max_shortfall_fraction:.0%}"
+        yield ClipStream(
+            reader,
+            info,
+            windows,
+            table=table,
+            convert=_converter(device, resize=resize, crop=crop, rotation=info.rotation),
+            limits=limits,
+            sampling=used,
+            coverage=coverage(windows, end_s, max_windows=max_windows),
         )
-    return sampled
 
 
-def _assemble(windows: Sequence[Window], frames: dict[int, np.ndarray]) -> tuple[list[Clip], list[Shortfall]]:
+def _hwaccel(device: str) -> Any:
+    if device == "cpu":
+        return None
+    from workers.media.gpu import hwaccel_for
+
+    return hwaccel_for(device)
+
+
+def _converter(device: str, *, resize: int, crop: int, rotation: int) -> Converter:
+    """swscale on the CPU; torch on a GPU where there is one (``device`` "cuda[:N]")."""
+    if device == "cpu":
+        return make_converter(resize=resize, crop=crop, rotation=rotation)
+    from workers.media.gpu import cuda_decode_available, make_tensor_converter
+
+    if device.startswith("cuda") and not cuda_decode_available():
+        return make_converter(resize=resize, crop=crop, rotation=rotation)
+    return make_tensor_converter(resize=resize, crop=crop, rotation=rotation, device=device)
+
+
+def coverage(windows: Sequence[Window], end_s: float, *, max_windows: int | None) -> Coverage:
+    """Seconds of ``[0, end_s)`` inside a window; truncated when the cap stopped the plan early."""
+    covered = sum(w.end_s - w.start_s for w in windows)
+    cut = max_windows is not None and len(windows) == max_windows and windows[-1].end_s < end_s - 1e-6
+    return Coverage(duration_s=float(end_s), covered_s=float(covered), truncated=bool(cut))
+
+
+def _assemble(
+    windows: Sequence[Window], frames: dict[int, np.ndarray], *, first: int = 0
+) -> tuple[list[Clip], list[Shortfall]]:
     """One clip per window that has a decoded frame; a chosen frame that did not decode is
-    replaced by the nearest decoded one of its own window and counted."""
+    replaced by the nearest decoded one of its own window and counted. ``first``: the plan number
+    of ``windows[0]``."""
     clips: list[Clip] = []
     shortfalls: list[Shortfall] = []
-    for number, window in enumerate(windows):
+    for number, window in enumerate(windows, start=first):
         available = [i for i in window.frame_indices if i in frames]
         missing = len(window.frame_indices) - len(available)
         if missing:
@@ -254,12 +396,16 @@ def _nearest(available: Sequence[int], index: int) -> int:
 __all__ = [
     "SAMPLING_MODES",
     "Clip",
+    "ClipStream",
+    "Coverage",
     "MediaError",
     "SampledVideo",
     "Sampling",
     "Shortfall",
     "Window",
+    "coverage",
     "keyframe_indices",
+    "open_clips",
     "plan_windows",
     "sample_clips",
     "segment_indices",

@@ -31,6 +31,8 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        covered_s=job.covered_s,
+        truncated=job.truncated,
         next_attempt_at=job.next_attempt_at if job.status == JobStatus.queued else None,
         sampling=job.sampling,
         shortfall_frames=job.shortfall_frames,

@@ -1,21 +1,33 @@
-"""The label vocabulary of the index."""
+"""The label vocabulary of the index, and lookup by what a person types."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from sqlalchemy import func, select
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from services.api.deps import ApiKeyDep, SessionDep
 from services.api.schemas import LabelCount, LabelsOut
-from services.core.models import VideoLabel
+from services.core import vocabulary
 
 router = APIRouter(prefix="/v1/labels", tags=["labels"])
 
 
 @router.get("")
-def list_labels(session: SessionDep, _key: ApiKeyDep) -> LabelsOut:
-    videos = func.count(func.distinct(VideoLabel.video_id))
-    rows = session.execute(
-        select(VideoLabel.label, videos).group_by(VideoLabel.label).order_by(videos.desc(), VideoLabel.label)
-    ).all()
-    return LabelsOut(items=[LabelCount(label=label, videos=count) for label, count in rows])
+def list_labels(
+    session: SessionDep,
+    _key: ApiKeyDep,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="find labels: prefix, substring or near spelling"),
+    ] = None,
+    model_version: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> LabelsOut:
+    """Labels in the index and how many videos have each; with `q`, those matching it, best first
+    (the exact label, then prefixes, word prefixes, substrings, near spellings)."""
+    labels = vocabulary.vocabulary(session, model_version=model_version)
+    if q is None:
+        return LabelsOut(items=[LabelCount(label=label, videos=count) for label, count in labels[:limit]])
+    matches = vocabulary.find_labels(q, labels, limit=limit)
+    return LabelsOut(items=[LabelCount(label=m.label, videos=m.videos, match=m.kind.name) for m in matches])

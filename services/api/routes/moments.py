@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.api.deps import ApiKeyDep, SearchDep, SessionDep
+from services.api.routes.windows import thumbnail_url
 from services.api.schemas import ModelRef, MomentHit, MomentPage
 from services.core import search
 
@@ -14,10 +15,12 @@ router = APIRouter(prefix="/v1/moments", tags=["search"])
 @router.get("")
 def search_moments(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> MomentPage:
     """Where `label` happens: runs of consecutive windows that each have it among their top labels
-    (the job's `top_k`), ranked by their best window's score, with start and end (ms)."""
+    (the job's `top_k`), ranked by their best window's score, with start and end (ms). Repeat
+    `label` for several (`match=any|all`); `start_s`/`end_s` keep the moments overlapping that span."""
     rows, next_cursor = search.split_page(session.execute(search.moment_hits(params)).all(), params)
     items = [
         MomentHit(
+            id=segment.id,
             video_id=video.id,
             filename=video.filename,
             label=segment.label,
@@ -26,7 +29,9 @@ def search_moments(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> M
             windows=segment.windows,
             score=segment.score,
             mean_score=segment.mean_score,
+            peak_window=segment.peak_window,
             model=ModelRef(name=segment.model_name, version=segment.model_version),
+            thumbnail_url=thumbnail_url(video.id, segment.peak_window, segment.model_version),
         )
         for segment, video in rows
     ]

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
-from services.api.deps import ApiKeyDep, SearchDep, SessionDep, StorageDep, end_read
+from services.api.deps import ApiKeyDep, SearchDep, SessionDep, SettingsDep, StorageDep, end_read
 from services.api.routes.jobs import job_out
+from services.api.routes.windows import thumbnail_url
 from services.api.schemas import (
     LabelOut,
     ModelRef,
@@ -29,23 +30,28 @@ from services.core.models import (
     WindowLabel,
     label_rows,
 )
+from services.core.thumbnails import thumbnail_keys
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
 @router.get("")
 def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> SearchPage:
-    """Videos whose video-level label `label` scores at least `min_score`, best first.
-    `GET /v1/moments` answers the same per time window."""
+    """Videos whose label scores at least `min_score`, best first: by the best window's score
+    (`sort=peak`, the default) or the mean over all windows (`sort=mean`). Repeat `label` for
+    several (`match=any|all`). `GET /v1/moments` answers the same per time window."""
     rows, next_cursor = search.split_page(session.execute(search.video_hits(params)).all(), params)
     items = [
         SearchHit(
             video_id=video.id,
             label=vl.label,
             score=vl.score,
+            peak_score=vl.peak_score,
+            peak_window=vl.peak_window,
             model=ModelRef(name=vl.model_name, version=vl.model_version),
             filename=video.filename,
             duration_s=video.duration_s,
+            thumbnail_url=thumbnail_url(video.id, vl.peak_window, vl.model_version),
         )
         for vl, video in rows
     ]
@@ -56,6 +62,7 @@ def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> Se
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
+    settings: SettingsDep,
     _key: ApiKeyDep,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VideoOut:
@@ -69,14 +76,23 @@ def get_video(
     chosen = chosen or (done[0] if done and model_version is None else None)
     name = chosen.model_name if chosen else (jobs[0].model_name if jobs else "")
     version = chosen.model_version if chosen else (model_version or (jobs[0].model_version if jobs else ""))
-    labels = session.scalars(label_rows(VideoLabel, [video_id], name, version)).all()
+    top_k = int((chosen.options if chosen else {}).get("top_k") or settings.top_k)
+    # The video's labels: its top_k best means (every kept label has a row, for peak search).
+    all_labels = session.scalars(label_rows(VideoLabel, [video_id], name, version))
+    labels = [r for r in all_labels if r.rank <= top_k]
     segments = session.scalars(label_rows(LabelSegment, [video_id], name, version)).all()
     window_rows = session.scalars(label_rows(WindowLabel, [video_id], name, version)).all()
     windows: dict[int, WindowOut] = {}
     for row in window_rows:
         window = windows.setdefault(
             row.window_index,
-            WindowOut(index=row.window_index, start_ms=row.start_ms, end_ms=row.end_ms, labels=[]),
+            WindowOut(
+                index=row.window_index,
+                start_ms=row.start_ms,
+                end_ms=row.end_ms,
+                labels=[],
+                thumbnail_url=thumbnail_url(video_id, row.window_index, version),
+            ),
         )
         window.labels.append(LabelOut(label=row.label, index=row.label_index, score=row.score, rank=row.rank))
     return VideoOut(
@@ -97,7 +113,17 @@ def get_video(
         shortfall_frames=chosen.shortfall_frames if chosen else None,
         shortfall_windows=chosen.shortfall_windows if chosen else None,
         decode_fallback=chosen.decode_fallback if chosen else None,
-        labels=[LabelOut(label=r.label, index=r.label_index, score=r.score, rank=r.rank) for r in labels],
+        labels=[
+            LabelOut(
+                label=r.label,
+                index=r.label_index,
+                score=r.score,
+                rank=r.rank,
+                peak_score=r.peak_score,
+                peak_window=r.peak_window,
+            )
+            for r in labels
+        ],
         segments=[
             SegmentOut(
                 label=r.label,
@@ -106,6 +132,7 @@ def get_video(
                 windows=r.windows,
                 score=r.score,
                 mean_score=r.mean_score,
+                peak_window=r.peak_window,
             )
             for r in segments
         ],
@@ -116,13 +143,15 @@ def get_video(
 
 @router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _key: ApiKeyDep) -> None:
-    """Remove the video, its jobs and labels, and our stored copy of its bytes."""
+    """Remove the video, its jobs, labels and windows, our stored copy of its bytes and its thumbnails."""
     end_read(session)
     with session.begin():
         video = session.get(Video, video_id)
         if video is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
         storage_key = video.storage_key
+        thumbnails = thumbnail_keys(session, video_id)
         session.delete(video)
-    if storage_key is not None:
-        storage.delete(storage_key)
+    for key in [storage_key, *thumbnails]:
+        if key is not None:
+            storage.delete(key)

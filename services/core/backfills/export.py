@@ -7,10 +7,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.backfills.definition import parse_prefix_uri, utcnow
+from services.core.backfills.definition import BackfillFilters, parse_prefix_uri, utcnow
+from services.core.backfills.listing import ListedObject
 from services.core.models import (
     Backfill,
     Job,
@@ -29,6 +30,38 @@ def _labels(rows: Sequence[VideoLabel] | Sequence[WindowLabel]) -> list[dict[str
     return [{"label": r.label, "index": r.label_index, "score": r.score} for r in rows]
 
 
+def _listed_results(session: Session, backfill: Backfill) -> list[Any]:
+    """(key, ETag, job, video) of every object this backfill listed and accepted, whoever indexed
+    it: its own jobs, jobs it adopted (submitted through the API), and objects an earlier backfill
+    had already recorded (those rows keep the earlier backfill's id). For a key seen in several
+    versions, the latest recorded up to the end of this backfill's listing."""
+    filters = BackfillFilters.from_dict(backfill.filters)
+    seen_until = backfill.listed_at or utcnow()
+    found = session.execute(
+        select(SourceObject, Job, Video)
+        .join(Job, SourceObject.job_id == Job.id)
+        .join(Video, Job.video_id == Video.id)
+        .where(
+            SourceObject.bucket == backfill.bucket,
+            SourceObject.key.startswith(backfill.prefix, autoescape=True),
+            SourceObject.model_name == backfill.model_name,
+            SourceObject.model_version == backfill.model_version,
+            or_(SourceObject.backfill_id == backfill.id, SourceObject.created_at <= seen_until),
+        )
+        .order_by(SourceObject.key, SourceObject.id.desc())
+    ).all()
+    rows: list[Any] = []
+    last_key = None
+    for obj, job, video in found:
+        if obj.key == last_key:
+            continue  # an older version of the same key
+        last_key = obj.key
+        listed = ListedObject(obj.key, obj.etag, obj.size_bytes, obj.last_modified)
+        if filters.accepts(listed):
+            rows.append((obj.key, obj.etag, job, video))
+    return rows
+
+
 def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.UUID) -> int:
     """Write one JSON Lines object per video of this backfill under its output prefix, named after
     the source key (``<output prefix><key>.jsonl``): a first line with the video's status, labels
@@ -40,13 +73,7 @@ def export_results(sessions: sessionmaker[Session], s3: Any, backfill_id: uuid.U
             return 0
         out_bucket, out_prefix = parse_prefix_uri(backfill.output_uri)
         model = {"name": backfill.model_name, "version": backfill.model_version}
-        rows = session.execute(
-            select(SourceObject.key, SourceObject.etag, Job, Video)
-            .join(Job, SourceObject.job_id == Job.id)
-            .join(Video, Job.video_id == Video.id)
-            .where(SourceObject.backfill_id == backfill_id, SourceObject.outcome == "queued")
-            .order_by(SourceObject.key)
-        ).all()
+        rows = _listed_results(session, backfill)
     written = 0
     for start in range(0, len(rows), EXPORT_CHUNK):
         chunk = rows[start : start + EXPORT_CHUNK]
