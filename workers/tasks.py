@@ -29,23 +29,22 @@ RETRY_CAP_S = 60.0  # longest wait between two tries while the database is down
     acks_late=True,
     reject_on_worker_lost=True,
 )
-def index_video(self: Task, job_id: str, owner: str | None = None) -> str:
+def index_video(self: Task, job_id: str, previous_owner: str | None = None) -> str:
     """Index one video; the job row records the outcome, the return value is its status.
 
-    The lease owner is this message (``hostname:task id``): a redelivery after the worker was lost
-    finds its own lease and counts the lost run. A retry after a database outage passes ``owner``
-    on, and takes its lease back without counting one."""
+    The lease owner is this try of the message (``hostname:task id:retries``): a redelivery after
+    the worker was lost finds its own lease and counts the lost run. A retry after a database outage
+    names the try it follows (``previous_owner``) and takes that lease over without counting one."""
     ctx = worker_context()
     if ctx.breaker is not None and not ctx.breaker.wait_closed(BREAKER_WAIT_S):
         return "breaker_open"  # the job stays queued: the reaper sends it again
-    resuming = owner is not None
-    owner = owner or f"{self.request.hostname}:{self.request.id}"
+    owner = f"{self.request.hostname}:{self.request.id}:{self.request.retries}"
     with metrics.JOBS_IN_FLIGHT.track_inprogress():
         try:
-            return run_job(job_id, ctx, owner=owner, resuming=resuming).status
+            return run_job(job_id, ctx, owner=owner, previous_owner=previous_owner).status
         except DatabaseUnavailableError as exc:
             countdown = min(RETRY_CAP_S, 2.0 ** (self.request.retries + 1)) * random.uniform(0.5, 1.0)
-            raise self.retry(exc=exc, countdown=countdown, kwargs={"owner": owner}) from exc
+            raise self.retry(exc=exc, countdown=countdown, kwargs={"previous_owner": owner}) from exc
 
 
 @celery_app.task(name="workers.tasks.backfill_prefix")  # type: ignore[untyped-decorator]

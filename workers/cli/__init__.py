@@ -12,6 +12,7 @@ from workers.cli import (  # noqa: F401  (imported for their registrations)
     bench_int8,
     bench_model,
     bench_online,
+    bench_platform,
     bench_sampling,
     bench_threads,
     compare,

@@ -48,14 +48,18 @@ class JobResult:
 
 
 def run_job(
-    job_id: uuid.UUID | str, ctx: PipelineContext, *, owner: str | None = None, resuming: bool = False
+    job_id: uuid.UUID | str,
+    ctx: PipelineContext,
+    *,
+    owner: str | None = None,
+    previous_owner: str | None = None,
 ) -> JobResult:
-    """Run one delivery of the job. ``owner`` names this delivery's lease; ``resuming``: the same
-    delivery again after an outage (it takes its own lease back without counting an attempt)."""
+    """Run one delivery of the job. ``owner`` names this try's lease; ``previous_owner`` the try of
+    the same delivery that met an outage (its lease is taken over without counting an attempt)."""
     job_uuid = uuid.UUID(str(job_id))
     owner = owner or uuid.uuid4().hex
     try:
-        snapshot = _claim(ctx, job_uuid, owner, resuming)
+        snapshot = _claim(ctx, job_uuid, owner, previous_owner)
     except Exception as exc:
         if reason_for(exc) is FailureReason.database_unavailable:
             raise DatabaseUnavailableError(f"database unavailable at claim: {exc}") from exc
@@ -73,10 +77,12 @@ def run_job(
     return result
 
 
-def _claim(ctx: PipelineContext, job_id: uuid.UUID, owner: str, resuming: bool) -> JobSnapshot | JobResult:
+def _claim(
+    ctx: PipelineContext, job_id: uuid.UUID, owner: str, previous_owner: str | None
+) -> JobSnapshot | JobResult:
     with ctx.sessions.begin() as session:
         claim = jobs.claim(
-            session=session, job_id=job_id, owner=owner, settings=ctx.settings, resuming=resuming
+            session=session, job_id=job_id, owner=owner, settings=ctx.settings, previous_owner=previous_owner
         )
         job = claim.job
         if claim.outcome is not jobs.ClaimOutcome.claimed or job is None:

@@ -333,13 +333,19 @@ def lease_is_live(job: Job, now: datetime) -> bool:
 
 
 def claim(
-    *, session: Session, job_id: uuid.UUID, owner: str, settings: Settings, resuming: bool = False
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    owner: str,
+    settings: Settings,
+    previous_owner: str | None = None,
 ) -> Claim:
     """Take the job's lease if nobody else holds a live one. Finding another owner's expired lease
     means that run died: it counts as a failed attempt, and at the cap the job fails
     ``too_many_attempts``. So does finding one's own lease (the message redelivered after its
-    worker was lost: a video that kills its worker must not loop), unless ``resuming`` (the same
-    delivery retried after an outage it could not record)."""
+    worker was lost: a video that kills its worker must not loop). Only a lease held by
+    ``previous_owner`` (the try of this delivery that met an outage it could not record) is taken
+    over without counting."""
     now = utcnow()
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
@@ -347,10 +353,10 @@ def claim(
     if job.status in FINAL:
         return Claim(ClaimOutcome.finished, job)
     if job.status == JobStatus.running:
-        mine = job.lease_owner == owner
-        if not mine and lease_is_live(job, now):
+        resumed = previous_owner is not None and job.lease_owner == previous_owner
+        if job.lease_owner != owner and not resumed and lease_is_live(job, now):
             return Claim(ClaimOutcome.busy, job)
-        if not (mine and resuming) and _count_lost_run(session, job, settings):
+        if not resumed and _count_lost_run(session, job, settings):
             return Claim(ClaimOutcome.failed, job)
     elif job.next_attempt_at is not None and as_utc(job.next_attempt_at) > now:
         return Claim(ClaimOutcome.not_due, job)

@@ -48,10 +48,22 @@ def test_duplicate_deliveries_of_a_running_job_do_nothing_and_burn_no_attempt(
     job = _job(sessions, job_id)
     assert (job.status, job.attempts, job.lease_owner, job.reason) == ("running", 0, "worker-a", None)
     assert _deliveries(sessions, job_id) == []
-    # The same delivery retried after an outage it could not record takes its lease back.
+    # The next try of a delivery that met an outage it could not record takes its lease over.
     with sessions.begin() as session:
-        again = jobs.claim(session=session, job_id=job_id, owner="worker-a", settings=settings, resuming=True)
-        assert (again.outcome, again.job and again.job.attempts) == (ClaimOutcome.claimed, 0)
+        again = jobs.claim(
+            session=session, job_id=job_id, owner="worker-a:1", settings=settings, previous_owner="worker-a"
+        )
+        assert (again.outcome, again.job and again.job.lease_owner, again.job and again.job.attempts) == (
+            ClaimOutcome.claimed,
+            "worker-a:1",
+            0,
+        )
+    # That try redelivered after its worker died finds its own lease: the lost run counts.
+    with sessions.begin() as session:
+        lost = jobs.claim(
+            session=session, job_id=job_id, owner="worker-a:1", settings=settings, previous_owner="worker-a"
+        )
+        assert (lost.outcome, lost.job and lost.job.attempts) == (ClaimOutcome.claimed, 1)
 
 
 def test_a_message_redelivered_after_its_worker_died_counts_the_lost_run(
