@@ -231,6 +231,12 @@ def test_client_and_remote_cli_upload_wait_search_and_backfill(platform: Platfor
     assert code == 0 and "Backfill completed" in out, out
     assert _backfill(platform, uri) == (("completed", 3, 1, 2, 2), {platform.served})
 
+    # A reindex through the API (a worker lists it): the uploaded clips are already indexed under
+    # the served version, so it lists them and skips them.
+    code, out = _cli(platform, "reindex", "--model", platform.served, "--where", "prefix=clip-")
+    assert code == 0 and "Backfill completed" in out, out
+    assert _backfill(platform, "index:prefix=clip-") == (("completed", 2, 2, 0, 0), set())
+
 
 def test_a_backfill_from_a_plain_shell_indexes_under_the_served_version(
     platform: Platform, tmp_path: Path
