@@ -113,3 +113,13 @@ def read_manifest(archive: str | Path) -> dict[str, object]:
     with zipfile.ZipFile(archive) as z:
         data: dict[str, object] = json.loads(z.read("MAR-INF/MANIFEST.json"))
     return data
+
+
+def read_served_model(archive: str | Path) -> tuple[str, str, ModelCard]:
+    """The (name, version) TorchServe serves ``archive`` under, and the card inside it."""
+    with zipfile.ZipFile(archive) as z:
+        card = ModelCard.from_dict(json.loads(z.read(CARD_FILE)))
+    model = read_manifest(archive).get("model")
+    if not isinstance(model, dict):
+        raise ArchiveError(f"{archive}: its manifest describes no model")
+    return str(model.get("modelName", card.name)), str(model.get("modelVersion", card.version)), card

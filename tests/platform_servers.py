@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "moto_endpoint",
     "pg_database",
     "postgres_url",
+    "private_postgres_url",
     "redis_url",
     "s3_bucket",
     "tiny_checkpoint",
@@ -67,6 +69,41 @@ def migrated_postgres_url(postgres_url: str) -> str:
     finally:
         engine.dispose()
     return postgres_url
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, migrated Postgres database, dropped afterwards: for tests whose rows are
+    global to a database (the served-model registry) and must not meet other tests'."""
+    import psycopg
+
+    from services.core.db import create_db_engine, upgrade_database
+
+    name = f"tsmindex_test_{secrets.token_hex(4)}"
+    params = dict(part.split("=", 1) for part in PG_ADMIN_DSN.split())
+    url = (
+        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
+        f"{params.get('port', '5432')}/{name}"
+    )
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        engine = create_db_engine(url)
+        try:
+            upgrade_database(engine)
+        finally:
+            engine.dispose()
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def private_postgres_url() -> Iterator[str]:
+    """A migrated Postgres database of this test module's own."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from services.core import served
 from services.core.config import Settings
 from services.core.db import db_engine, session_factory, upgrade_database
 from services.core.indexing import jobs
@@ -56,9 +57,8 @@ def submit_file(
     )
     parsed = IndexOptions.model_validate(dict(options or {})).to_job_options()
     with ctx.sessions.begin() as session:
-        submission = jobs.submit(
-            session=session, video=spec, model=jobs.ModelKey.served(ctx.settings), options=parsed
-        )
+        model = served.resolve(session, ctx.settings)
+        submission = jobs.submit(session=session, video=spec, model=model, options=parsed)
         return submission.job.id, submission.send
 
 

@@ -30,6 +30,7 @@ from services.core.indexing.errors import (
     InferenceRejectedError,
     InferenceUnavailableError,
 )
+from services.core.versions import ModelVersion
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +71,12 @@ class ClipPrediction:
 
 class ClipClassifier(Protocol):
     def classify(
-        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+        self,
+        clips: Sequence[np.ndarray],
+        *,
+        top_k: int = 5,
+        with_embedding: bool = False,
+        model: ModelVersion | None = None,
     ) -> list[ClipPrediction]: ...
 
     def close(self) -> None: ...
@@ -96,7 +102,8 @@ class TorchServeClient:
     def __init__(self, settings: Settings | None = None, *, max_in_flight: int | None = None) -> None:
         self.settings = settings or get_settings()
         s = self.settings
-        self.url = f"{s.torchserve_inference_url.rstrip('/')}/predictions/{s.model_name}"
+        self.base_url = s.torchserve_inference_url.rstrip("/")
+        self.url = f"{self.base_url}/predictions/{s.model_name}"  # the model's default version
         self.max_in_flight = max_in_flight or s.torchserve_max_in_flight
         self._token_lock = threading.Lock()
         self._token = self._load_token()
@@ -109,7 +116,12 @@ class TorchServeClient:
         self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="torchserve")
 
     def classify(
-        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+        self,
+        clips: Sequence[np.ndarray],
+        *,
+        top_k: int = 5,
+        with_embedding: bool = False,
+        model: ModelVersion | None = None,
     ) -> list[ClipPrediction]:
         """All clips at once, up to ``max_in_flight`` concurrent requests; results in input order.
 
@@ -118,8 +130,10 @@ class TorchServeClient:
         """
         # Header names match model_store.handler (TOP_K_HEADER, EMBEDDING_HEADER).
         options = {"x-tsm-top-k": str(top_k), "x-tsm-embedding": "true" if with_embedding else "false"}
+        # TorchServe serves several models and versions at once: a job's clips go to its own.
+        url = self.url if model is None else f"{self.base_url}/predictions/{model.name}/{model.version}"
         futures = [
-            self._pool.submit(self._predict_one, encode_clip(clip), options, index)
+            self._pool.submit(self._predict_one, url, encode_clip(clip), options, index)
             for index, clip in enumerate(clips)
         ]
         results: list[ClipPrediction] = []
@@ -138,7 +152,7 @@ class TorchServeClient:
             raise first_error
         return results
 
-    def _predict_one(self, body: bytes, options: dict[str, str], index: int) -> ClipPrediction:
+    def _predict_one(self, url: str, body: bytes, options: dict[str, str], index: int) -> ClipPrediction:
         s = self.settings
         token_reloaded = False
         attempt = 0
@@ -148,7 +162,7 @@ class TorchServeClient:
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             try:
-                response = self._http.post(self.url, content=body, headers=headers)
+                response = self._http.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:  # connection refused/reset, timeouts
                 error: InferenceError = InferenceUnavailableError(
                     f"TorchServe unreachable: {type(exc).__name__}: {exc}",
@@ -303,7 +317,12 @@ class InProcessEngine:
         )
 
     def classify(
-        self, clips: Sequence[np.ndarray], *, top_k: int = 5, with_embedding: bool = False
+        self,
+        clips: Sequence[np.ndarray],
+        *,
+        top_k: int = 5,
+        with_embedding: bool = False,
+        model: ModelVersion | None = None,
     ) -> list[ClipPrediction]:
         from model_store.inference import ClipRejected
 

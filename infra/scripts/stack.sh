@@ -203,6 +203,10 @@ if url.get_backend_name() == "postgresql":
             conn.execute(f'CREATE DATABASE "{url.database}"')
 PY
     "$BIN/tsmindex" db upgrade
+    if [[ -f "$ARCHIVE" && "$TSMINDEX_INFERENCE_BACKEND" == torchserve ]]; then
+        # The served version is the truth for every submitter (a shell, cron, another host), not an env.
+        "$BIN/tsmindex" models register "$ARCHIVE"
+    fi
     if [[ -f "$STACK_DIR/api-key" ]] && ! key_known "$STACK_DIR/api-key"; then
         rm -f "$STACK_DIR/api-key"  # a key of a database that is gone
     fi

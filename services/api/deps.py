@@ -7,16 +7,18 @@ from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.core import search
+from services.core import search, served
 from services.core.apikeys import pepper
 from services.core.config import Settings
 from services.core.models import ApiKey
 from services.core.security import hash_api_key
 from services.core.storage import ObjectStorage
+from services.core.versions import ModelVersion, ModelVersionError
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -96,6 +98,9 @@ def search_params(
     model_version: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    model: Annotated[
+        str | None, Query(max_length=401, description="only this model: NAME or NAME:VERSION")
+    ] = None,
     sort: Annotated[search.Sort, Query(description="videos: by the best window (peak) or the mean")] = "peak",
     match: Annotated[search.Match, Query(description="several labels: any of them, or all")] = "any",
     start_s: Annotated[float | None, Query(ge=0, description="moments overlapping [start_s, end_s)")] = None,
@@ -109,17 +114,42 @@ def search_params(
         after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+    name, version = _model_filter(model)
+    if version is not None and model_version not in (None, version):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "model and model_version disagree")
     return search.PageRequest(
         label,
         min_score,
-        model_version,
+        version or model_version,
         after,
         limit,
         sort=sort,
         match=match,
         start_ms=None if start_s is None else round(start_s * 1000),
         end_ms=None if end_s is None else round(end_s * 1000),
+        model_name=name,
     )
 
 
+def _model_filter(model: str | None) -> tuple[str | None, str | None]:
+    """``NAME`` or ``NAME:VERSION`` -> (name, version or None)."""
+    if model is None or ":" not in model:
+        return model, None
+    try:
+        wanted = ModelVersion.parse(model)
+    except ModelVersionError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return wanted.name, wanted.version
+
+
 SearchDep = Annotated[search.PageRequest, Depends(search_params)]
+
+
+def resolve_model(session: Session, settings: Settings, requested: str | None) -> ModelVersion:
+    """The served model version a submission is keyed by; 422 naming the served ones otherwise."""
+    try:
+        return served.resolve(session, settings, requested)
+    except (served.ModelNotServedError, ModelVersionError) as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "model"), "msg": str(exc), "input": requested}]
+        ) from exc

@@ -23,6 +23,7 @@ from services.api.routes import (
     jobs,
     labels,
     moments,
+    reindex,
     similar,
     uploads,
     videos,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder 
     app.include_router(similar.router)
     app.include_router(backfills.router)
     app.include_router(compare.router)
+    app.include_router(reindex.router)
     for error in (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,

@@ -10,9 +10,16 @@ from pydantic import BaseModel, Field
 
 from services.core.indexing.options import IndexOptions
 
+MODEL_FIELD = Field(
+    default=None,
+    max_length=401,
+    description="a served model, NAME or NAME:VERSION (default: the served default version)",
+)
+
 
 class SourceRequest(IndexOptions):
     source_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key")
+    model: str | None = MODEL_FIELD
 
 
 class ModelRef(BaseModel):
@@ -147,6 +154,7 @@ class LabelsOut(BaseModel):
 
 class BackfillRequest(IndexOptions):
     source_uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix")
+    model: str | None = MODEL_FIELD
     extensions: list[str] | None = Field(
         default=None, max_length=100, description="keys to index by extension (default: video extensions)"
     )
@@ -235,6 +243,16 @@ class ComparisonOut(BaseModel):
     moments_moved: int
     changed: int = Field(description="compared videos with any difference")
     videos: list[VideoChangeOut] = Field(description="the first `limit` changed videos")
+
+
+class ReindexRequest(IndexOptions):
+    model: str = Field(max_length=401, description="the served version to index with, NAME:VERSION")
+    where: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=6,
+        description="which videos (all must hold): label, min_score, since, until (ISO dates), prefix "
+        "(source URI or file name), from (NAME:VERSION that indexed them); default every video",
+    )
 
 
 class SimilarHit(BaseModel):

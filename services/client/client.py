@@ -25,6 +25,7 @@ from services.api.schemas import (
     JobPage,
     LabelsOut,
     MomentPage,
+    ReindexRequest,
     SearchPage,
     SimilarPage,
     SourceRequest,
@@ -37,7 +38,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 FINISHED_JOB = ("succeeded", "failed")
 FINISHED_BACKFILL = ("completed", "failed", "cancelled")
-SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit", "match")
+SEARCH_QUERY = ("label", "min_score", "model_version", "cursor", "limit", "match", "model")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Operation:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "upload": Operation("POST", "/v1/videos", JobOut, form=("file", *IndexOptions.model_fields)),
+    "upload": Operation("POST", "/v1/videos", JobOut, form=("file", "model", *IndexOptions.model_fields)),
     "submit_source": Operation("POST", "/v1/videos", JobOut, body=SourceRequest),
     "video": Operation("GET", "/v1/videos/{video_id}", VideoOut, query=("model_version",)),
     "delete_video": Operation("DELETE", "/v1/videos/{video_id}", None),
@@ -83,6 +84,7 @@ OPERATIONS: dict[str, Operation] = {
     "start_backfill": Operation("POST", "/v1/backfills", BackfillOut, body=BackfillRequest),
     "backfill": Operation("GET", "/v1/backfills/{backfill_id}", BackfillOut),
     "cancel_backfill": Operation("POST", "/v1/backfills/{backfill_id}/cancel", BackfillOut),
+    "reindex": Operation("POST", "/v1/reindex", BackfillOut, body=ReindexRequest),
     "compare": Operation("GET", "/v1/compare", ComparisonOut, query=("a", "b", "video_id", "limit")),
 }
 
@@ -181,11 +183,15 @@ class TsmindexClient:
         path: Path,
         *,
         options: IndexOptions | None = None,
+        model: str | None = None,
         idempotency_key: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> JobOut:
-        """Upload a video file; ``on_progress(sent, total)`` follows the bytes sent."""
+        """Upload a video file to be indexed by ``model`` (a served NAME or NAME:VERSION; default the
+        served default); ``on_progress(sent, total)`` follows the bytes sent."""
         fields = (options or IndexOptions()).to_job_options()
+        if model is not None:
+            fields["model"] = model
         data = {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in fields.items()}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with path.open("rb") as f:
@@ -256,10 +262,15 @@ class TsmindexClient:
         limit: int = 50,
         match: str = "any",
         sort: str = "peak",
+        model: str | None = None,
     ) -> SearchPage:
         """Videos whose ``label`` (or any/all of several) scores at least ``min_score``, best first
-        by the best window's score (``sort="peak"``) or the mean over windows (``"mean"``)."""
-        params = _search(label, min_score, model_version, cursor, limit) | {"match": match, "sort": sort}
+        by the best window's score (``sort="peak"``) or the mean over windows (``"mean"``);
+        ``model``: only that model's hits (NAME or NAME:VERSION)."""
+        params = _search(label, min_score, model_version, cursor, limit, model) | {
+            "match": match,
+            "sort": sort,
+        }
         page: SearchPage = self._call("search", params=params)
         return page
 
@@ -274,9 +285,10 @@ class TsmindexClient:
         match: str = "any",
         start_s: float | None = None,
         end_s: float | None = None,
+        model: str | None = None,
     ) -> MomentPage:
         """Where ``label`` happens: runs of windows, best first, overlapping [start_s, end_s)."""
-        params = _search(label, min_score, model_version, cursor, limit)
+        params = _search(label, min_score, model_version, cursor, limit, model)
         page: MomentPage = self._call(
             "moments", params=params | {"match": match, "start_s": start_s, "end_s": end_s}
         )
@@ -365,6 +377,12 @@ class TsmindexClient:
 
     # Model versions.
 
+    def reindex(self, request: ReindexRequest) -> BackfillOut:
+        """Index the videos ``request.where`` selects under the served version ``request.model``; a
+        backfill of kind reindex (``backfill``, ``wait_backfill``, ``cancel_backfill`` follow it)."""
+        row: BackfillOut = self._call("reindex", json=request)
+        return row
+
     def compare(
         self,
         a: str,
@@ -382,7 +400,12 @@ class TsmindexClient:
 
 
 def _search(
-    label: str | Sequence[str], min_score: float, model_version: str | None, cursor: str | None, limit: int
+    label: str | Sequence[str],
+    min_score: float,
+    model_version: str | None,
+    cursor: str | None,
+    limit: int,
+    model: str | None = None,
 ) -> dict[str, Any]:
     return {
         "label": label if isinstance(label, str) else list(label),
@@ -390,6 +413,7 @@ def _search(
         "model_version": model_version,
         "cursor": cursor,
         "limit": limit,
+        "model": model,
     }
 
 

@@ -115,6 +115,8 @@ class Backfill(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     output_uri: Mapped[str | None] = mapped_column(String(2048))  # s3:// prefix for JSON Lines results
     exported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # "s3": a prefix's objects; "reindex": indexed videos (``filters`` select them) to another version.
+    kind: Mapped[str] = mapped_column(String(16), default="s3", server_default="s3")
 
 
 class SourceObject(Base):
@@ -332,3 +334,22 @@ def label_rows(
         )
         .order_by(*order[table])
     )
+
+
+class ServedModel(Base):
+    """A model version that a model server serves, written when the server starts.
+
+    Submissions (API, CLI, backfills, reindex) key their jobs by these rows, never by the submitting
+    process's own settings; workers cut clips the way the row says."""
+
+    __tablename__ = "served_models"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The version a request that names no model (or only the name) gets: the newest default one.
+    is_default: Mapped[bool] = mapped_column(Boolean, default=True)
+    server: Mapped[str] = mapped_column(String(32))  # "torchserve" or "inprocess" (a worker)
+    num_segments: Mapped[int] = mapped_column(Integer)
+    clip_resize: Mapped[int] = mapped_column(Integer)
+    clip_crop: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -72,7 +72,8 @@ class Cursor:
 @dataclass(frozen=True)
 class PageRequest:
     """One page of a search: the labels (``match`` any or all), the minimum score, optionally one
-    model version and a time range (moments), the sort (videos) and where the page before ended."""
+    model version and a time range (moments), the sort (videos) and where the page before ended.
+    Several models may be served at once: ``model_name`` keeps one model's hits."""
 
     label: str | Sequence[str]
     min_score: float = 0.0
@@ -83,6 +84,7 @@ class PageRequest:
     match: Match = "any"
     start_ms: int | None = None  # moments overlapping [start_ms, end_ms)
     end_ms: int | None = None
+    model_name: str | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -113,8 +115,7 @@ def video_hits(page: PageRequest) -> Select[tuple[VideoLabel, Video]]:
             .join(Video, Video.id == VideoLabel.video_id)
             .where(VideoLabel.label == labels[0], score >= page.min_score)
         )
-        if page.model_version is not None:
-            query = query.where(VideoLabel.model_version == page.model_version)
+        query = query.where(*_model(VideoLabel, page))
         return _keyset(query, score, VideoLabel.id, page)
     per_video = (VideoLabel.video_id, VideoLabel.model_name, VideoLabel.model_version)
     ranked = select(
@@ -125,8 +126,7 @@ def video_hits(page: PageRequest) -> Select[tuple[VideoLabel, Video]]:
         .label("n"),
         func.count().over(partition_by=per_video).label("found"),
     ).where(VideoLabel.label.in_(labels), score >= page.min_score)
-    if page.model_version is not None:
-        ranked = ranked.where(VideoLabel.model_version == page.model_version)
+    ranked = ranked.where(*_model(VideoLabel, page))
     best = ranked.subquery()
     query = (
         select(VideoLabel, Video)
@@ -137,6 +137,15 @@ def video_hits(page: PageRequest) -> Select[tuple[VideoLabel, Video]]:
     if page.match == "all":
         query = query.where(best.c.found == len(labels))
     return _keyset(query, best.c.hit_score, VideoLabel.id, page)
+
+
+def _model(table: Any, page: PageRequest) -> list[ColumnElement[bool]]:
+    conditions = []
+    if page.model_version is not None:
+        conditions.append(table.model_version == page.model_version)
+    if page.model_name is not None:
+        conditions.append(table.model_name == page.model_name)
+    return conditions
 
 
 def _in_range(table: Any, page: PageRequest) -> list[ColumnElement[bool]]:
@@ -158,8 +167,7 @@ def moment_hits(page: PageRequest) -> Select[tuple[LabelSegment, Video]]:
         .join(Video, Video.id == LabelSegment.video_id)
         .where(label, LabelSegment.score >= page.min_score, *_in_range(LabelSegment, page))
     )
-    if page.model_version is not None:
-        query = query.where(LabelSegment.model_version == page.model_version)
+    query = query.where(*_model(LabelSegment, page))
     if page.match == "all" and len(labels) > 1:
         for other in labels:
             peer = aliased(LabelSegment)

@@ -37,6 +37,9 @@ class ModelVersion:
     def __str__(self) -> str:
         return f"{self.name}:{self.version}"
 
+    def astuple(self) -> tuple[str, str]:
+        return self.name, self.version
+
 
 # Deleted in this order: the per-window rows are the bulk, the jobs go last so an interrupted retire
 # leaves the version listed (and retire can be run again).

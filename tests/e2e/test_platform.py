@@ -41,8 +41,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
-    torchserve: ServedModel, postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    torchserve: ServedModel,
+    private_postgres_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
+    # A database of its own: stack.sh registers the served model, a row global to its database.
+    postgres_url = private_postgres_url
     base = tmp_path_factory.mktemp("stack")
     ts = torchserve.settings
     api_port = free_port()

@@ -482,7 +482,8 @@ def test_embedded_mode_gives_the_served_labels(
         update={
             "data_dir": tmp_path / "served",
             "database_url": url,
-            "model_name": torchserve.card_name,
+            # Jobs name the model as TorchServe serves it: their clips go to /predictions/NAME/VERSION.
+            "model_name": torchserve.settings.model_name,
             "model_version": torchserve.card_version,
             "num_segments": torchserve.clip_shape[0],
             "clip_resize": 73,
@@ -505,7 +506,7 @@ def test_embedded_mode_gives_the_served_labels(
 class _BrokenClassifier:
     """A backend with a defect: it raises something no handler expects."""
 
-    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False) -> Any:
+    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False, model: Any = None) -> Any:
         raise ZeroDivisionError("division by zero")
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,7 +20,10 @@ from workers.cli.app import app
 from workers.cli.remote import backfill_table, remote_client, run_backfill
 
 if TYPE_CHECKING:
-    from services.core.backfills import BackfillCounts
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from services.core.backfills import BackfillCounts, BackfillRunner
+    from services.core.config import Settings
 
 console = Console()
 
@@ -48,16 +51,18 @@ def backfill_cmd(
         bool, typer.Option(help="start afresh even if this prefix has an interrupted backfill")
     ] = False,
     wait: Annotated[bool, typer.Option(help="after listing, follow the jobs until all have finished")] = True,
+    model: Annotated[
+        str | None, typer.Option(help="a served model, NAME or NAME:VERSION (default: the served default)")
+    ] = None,
 ) -> None:
     """Index every object under an S3 prefix: one idempotent job per object, resumable, throttled."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from services.core import backfills
+    from services.core import backfills, served
     from services.core.config import get_settings
     from services.core.db import db_engine, session_factory
     from services.core.indexing.options import IndexOptions
     from services.core.models import Backfill
     from services.core.queue import create_producer
+    from services.core.versions import ModelVersionError
 
     if (uri is None) == (resume is None):
         console.print("[red]give either s3://bucket/prefix or --resume ID[/red]")
@@ -78,6 +83,7 @@ def backfill_cmd(
             output_uri=output,
             window_s=window_s,
             top_k=top_k,
+            model=model,
         )
         with client:
             remote = run_backfill(client, request, wait=wait)
@@ -109,10 +115,14 @@ def backfill_cmd(
             else:
                 assert uri is not None
                 try:
+                    # The version the model server serves, whatever this shell's environment says.
+                    served_model = served.resolve(session, settings, model)
                     row = (
                         None
                         if new
-                        else backfills.find_interrupted(session, settings, source_uri=uri, filters=filters)
+                        else backfills.find_interrupted(
+                            session, settings, source_uri=uri, filters=filters, model=served_model
+                        )
                     )
                     if row is None:
                         row = backfills.create_backfill(
@@ -122,8 +132,9 @@ def backfill_cmd(
                             filters=filters,
                             options=options,
                             output_uri=output,
+                            model=served_model,
                         )
-                except backfills.BackfillError as exc:
+                except (backfills.BackfillError, served.ModelNotServedError, ModelVersionError) as exc:
                     console.print(f"[red]{exc}[/red]")
                     raise typer.Exit(2) from exc
             backfill_id, source_uri, cursor, output_uri = (
@@ -132,65 +143,77 @@ def backfill_cmd(
                 row.cursor_key,
                 row.output_uri,
             )
+            indexed_by = f"{row.model_name}:{row.model_version}"
         where = f" (resuming after {cursor!r})" if cursor else ""
-        console.print(f"backfill [bold]{backfill_id}[/bold] {source_uri}{where}")
+        console.print(f"backfill [bold]{backfill_id}[/bold] {source_uri} with {indexed_by}{where}")
 
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "listed {task.fields[listed]} · skipped {task.fields[skipped]} · failed {task.fields[failed]}"
-            ),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            bar = progress.add_task("listing", total=None, listed=0, skipped=0, failed=0)
-
-            def show(counts: BackfillCounts) -> None:
-                progress.update(
-                    bar,
-                    total=max(counts.queued, 1),
-                    completed=counts.succeeded + counts.failed,
-                    listed=counts.listed,
-                    skipped=counts.skipped,
-                    failed=counts.failed,
-                )
-
-            started = time.monotonic()
-            runner = backfills.build_runner(settings, sessions, producer=producer, on_progress=show)
-            outcome = runner.run(backfill_id)
-            if outcome is backfills.RunOutcome.busy:
-                console.print(f"[red]backfill {backfill_id} is being listed by another process[/red]")
-                raise typer.Exit(3)
-            listed_s = time.monotonic() - started
-            progress.update(bar, description="indexing")
-            while True:
-                with sessions.begin() as session:
-                    finished = backfills.finished_jobs(session, backfill_id)
-                    by_reason, _ = backfills.failures(session, backfill_id, limit=0)
-                    row = session.get_one(Backfill, backfill_id, with_for_update=True)
-                    counts = backfills.refresh(session, row, finished)
-                    status, reason = row.status, row.reason
-                show(counts)
-                if not wait or status not in backfills.ACTIVE:
-                    break
-                time.sleep(settings.backfill_poll_s)
-            total_s = time.monotonic() - started
-        console.print(
-            _summary(str(backfill_id), status, counts, by_reason, listed_s=listed_s, total_s=total_s)
-        )
+        status, runner = follow(settings, sessions, producer, backfill_id, wait=wait)
         if output_uri is not None and status == backfills.BackfillStatus.completed:
             with console.status(f"writing results to {output_uri}"):
                 written = backfills.export_results(sessions, runner.s3, backfill_id)
             console.print(f"wrote {written} JSON Lines objects under {output_uri}")
-        if status == backfills.BackfillStatus.failed:
-            console.print(f"[red]listing failed: {reason}[/red]")
         if status in (backfills.BackfillStatus.failed, backfills.BackfillStatus.cancelled):
             raise typer.Exit(1)
     finally:
         producer.close()
         engine.dispose()
+
+
+def follow(
+    settings: Settings, sessions: sessionmaker[Session], producer: Any, backfill_id: uuid.UUID, *, wait: bool
+) -> tuple[str, BackfillRunner]:
+    """List a backfill (or reindex) in this process with a progress bar, then (with ``wait``) follow
+    its jobs until all have finished; prints the summary and returns the final status."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.core import backfills
+    from services.core.models import Backfill
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "listed {task.fields[listed]} · skipped {task.fields[skipped]} · failed {task.fields[failed]}"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("listing", total=None, listed=0, skipped=0, failed=0)
+
+        def show(counts: BackfillCounts) -> None:
+            progress.update(
+                bar,
+                total=max(counts.queued, 1),
+                completed=counts.succeeded + counts.failed,
+                listed=counts.listed,
+                skipped=counts.skipped,
+                failed=counts.failed,
+            )
+
+        started = time.monotonic()
+        runner = backfills.build_runner(settings, sessions, producer=producer, on_progress=show)
+        if runner.run(backfill_id) is backfills.RunOutcome.busy:
+            console.print(f"[red]backfill {backfill_id} is being listed by another process[/red]")
+            raise typer.Exit(3)
+        listed_s = time.monotonic() - started
+        progress.update(bar, description="indexing")
+        while True:
+            with sessions.begin() as session:
+                finished = backfills.finished_jobs(session, backfill_id)
+                by_reason, _ = backfills.failures(session, backfill_id, limit=0)
+                row = session.get_one(Backfill, backfill_id, with_for_update=True)
+                counts = backfills.refresh(session, row, finished)
+                status, reason = row.status, row.reason
+            show(counts)
+            if not wait or status not in backfills.ACTIVE:
+                break
+            time.sleep(settings.backfill_poll_s)
+        total_s = time.monotonic() - started
+    console.print(_summary(str(backfill_id), status, counts, by_reason, listed_s=listed_s, total_s=total_s))
+    if status == backfills.BackfillStatus.failed:
+        console.print(f"[red]listing failed: {reason}[/red]")
+    return status, runner
 
 
 def _summary(

@@ -136,7 +136,8 @@ def index_cmd(
 
     The model: --checkpoint, else --model, else TSMINDEX_CHECKPOINT_PATH, else the published
     Kinetics-400 TSM-R50 (downloaded once into the model cache; `tsmindex models`).
-    With --api URL: upload them to that platform instead, which indexes them with its served model."""
+    With --api URL: upload them to that platform instead, which indexes them with the model it
+    serves (--model NAME[:VERSION]: another model it serves)."""
     from pydantic import ValidationError
 
     from services.core.indexing.options import IndexOptions
@@ -148,12 +149,10 @@ def index_cmd(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     if (client := remote_client()) is not None:
-        if checkpoint is not None or model is not None:
-            console.print(
-                "[red]--api: the platform indexes with the model it serves; drop --checkpoint/--model"
-            )
+        if checkpoint is not None:
+            console.print("[red]--api: the platform indexes with the models it serves; drop --checkpoint")
             raise typer.Exit(2)
-        _index_remote(client, paths, options, wait=wait)
+        _index_remote(client, paths, options, model=model, wait=wait)
         return
     results = _run_index(paths, resolve_model_path(checkpoint, model), options.to_job_options())
     console.print(_results_table(results, top=5))
@@ -171,22 +170,31 @@ def search_cmd(
     start_s: Annotated[float | None, typer.Option("--from", help="moments overlapping from (s)")] = None,
     end_s: Annotated[float | None, typer.Option("--to", help="moments overlapping until (s)")] = None,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+    model: Annotated[
+        str | None, typer.Option("--model", help="only this model, NAME or NAME:VERSION")
+    ] = None,
 ) -> None:
     """Search the index for videos with a label (with --moments, where in them), best score first.
 
     `tsmindex labels WORD` finds the exact label names."""
     from services.core import search
+    from services.core.versions import ModelVersion
 
     if sort not in search.SORTS or match not in search.MATCHES:
         raise typer.BadParameter(f"--sort is one of {search.SORTS}, --match one of {search.MATCHES}")
+    name, version = (
+        (model, None) if model is None or ":" not in model else ModelVersion.parse(model).astuple()
+    )
     page = search.PageRequest(
         labels,
         min_score=min_score,
+        model_version=version,
         limit=limit,
         sort=sort,
         match=match,
         start_ms=None if start_s is None else round(start_s * 1000),
         end_ms=None if end_s is None else round(end_s * 1000),
+        model_name=name,
     )
     client = remote_client()
     if client is not None:
@@ -268,7 +276,9 @@ def labels_cmd(
         raise typer.Exit(1)
 
 
-def _index_remote(client: TsmindexClient, paths: list[Path], options: IndexOptions, *, wait: bool) -> None:
+def _index_remote(
+    client: TsmindexClient, paths: list[Path], options: IndexOptions, *, model: str | None, wait: bool
+) -> None:
     from workers.media.files import find_videos
 
     selection = find_videos(paths)
@@ -280,7 +290,7 @@ def _index_remote(client: TsmindexClient, paths: list[Path], options: IndexOptio
         console.print("[yellow]no video files found[/yellow]")
         raise typer.Exit(1)
     with client:
-        jobs = upload_and_wait(client, selection.videos, options, wait=wait)
+        jobs = upload_and_wait(client, selection.videos, options, model=model, wait=wait)
         console.print(jobs_table([(path.name, job) for path, job in jobs], remote_labels(client)))
     if wait and any(job.status != "succeeded" for _, job in jobs):
         raise typer.Exit(1)
@@ -354,6 +364,14 @@ def worker_cmd(
     metrics_dir.mkdir(parents=True, exist_ok=True)
     from services.core.queue import INDEX_QUEUE
     from workers.celery_app import celery_app
+
+    settings = _settings()
+    if settings.inference_backend == "inprocess" and settings.checkpoint_path is not None:
+        from workers.served import register_checkpoint
+
+        # These workers are the model server: submitters anywhere key their jobs by this row.
+        model = register_checkpoint(settings, settings.checkpoint_path)
+        console.print(f"serving {model} in process")
 
     celery_app.worker_main(
         [
@@ -445,17 +463,11 @@ def demo_cmd(
 @app.command("archive-env", hidden=True)
 def archive_env_cmd(archive: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Shell assignments that make workers feed clips the way ARCHIVE's model expects (stack.sh)."""
-    import json
     import shlex
-    import zipfile
 
-    from model_store.archive import CARD_FILE, read_manifest
-    from model_store.tsm import ModelCard
+    from model_store.archive import read_served_model
 
-    with zipfile.ZipFile(archive) as z:
-        card = ModelCard.from_dict(json.loads(z.read(CARD_FILE)))
-    model = read_manifest(archive).get("model")
-    version = str(model.get("modelVersion", card.version)) if isinstance(model, dict) else card.version
+    _, version, card = read_served_model(archive)
     for name, value in {
         "TSMINDEX_MODEL_VERSION": version,
         "TSMINDEX_NUM_SEGMENTS": card.config.num_segments,

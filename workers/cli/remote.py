@@ -69,7 +69,7 @@ def api_errors() -> Iterator[None]:
 
 
 def upload_and_wait(
-    client: TsmindexClient, files: list[Path], options: IndexOptions, *, wait: bool
+    client: TsmindexClient, files: list[Path], options: IndexOptions, *, model: str | None, wait: bool
 ) -> list[tuple[Path, JobOut]]:
     """Upload each file with a progress bar, then (with ``wait``) follow its job until it ends."""
     from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -82,7 +82,7 @@ def upload_and_wait(
             def sent(done: int, _total: int, bar: TaskID = bar) -> None:
                 bars.update(bar, completed=done)
 
-            jobs.append((path, client.upload(path, options=options, on_progress=sent)))
+            jobs.append((path, client.upload(path, options=options, model=model, on_progress=sent)))
     if not wait:
         return jobs
     with api_errors(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bars:
@@ -135,6 +135,9 @@ def search_rows(client: TsmindexClient, page: PageRequest, *, moments: bool) -> 
     labels = list(page.labels)
     start_s = None if page.start_ms is None else page.start_ms / 1000
     end_s = None if page.end_ms is None else page.end_ms / 1000
+    model = page.model_name
+    if model is not None and page.model_version is not None:
+        model = f"{model}:{page.model_version}"
     with api_errors():
         if moments:
             return [
@@ -154,6 +157,7 @@ def search_rows(client: TsmindexClient, page: PageRequest, *, moments: bool) -> 
                     match=page.match,
                     start_s=start_s,
                     end_s=end_s,
+                    model=model,
                 ).items
             ]
         return [
@@ -166,18 +170,39 @@ def search_rows(client: TsmindexClient, page: PageRequest, *, moments: bool) -> 
                 str(h.video_id),
             ]
             for h in client.search(
-                labels, min_score=page.min_score, limit=page.limit, match=page.match, sort=page.sort
+                labels,
+                min_score=page.min_score,
+                limit=page.limit,
+                match=page.match,
+                sort=page.sort,
+                model=model,
             ).items
         ]
 
 
 def run_backfill(client: TsmindexClient, request: BackfillRequest, *, wait: bool) -> BackfillOut:
     """Start a backfill on the platform (its workers list the prefix) and follow its counts."""
+    with api_errors():
+        row = client.start_backfill(request)
+    return _follow(client, row, wait=wait)
+
+
+def run_reindex(client: TsmindexClient, model: str, where: dict[str, str], *, wait: bool) -> BackfillOut:
+    """Start a reindex on the platform (its workers list the videos) and follow its counts."""
+    from services.api.schemas import ReindexRequest
+
+    with api_errors():
+        row = client.reindex(ReindexRequest(model=model, where=where))
+    return _follow(client, row, wait=wait)
+
+
+def _follow(client: TsmindexClient, row: BackfillOut, *, wait: bool) -> BackfillOut:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with api_errors():
-        row = client.start_backfill(request)
-        err.print(f"backfill [bold]{row.id}[/bold] {row.source_uri} on {api_url()}")
+        err.print(
+            f"[bold]{row.id}[/bold] {row.source_uri} with {row.model.name}:{row.model.version} on {api_url()}"
+        )
         if not wait:
             return row
         with Progress(

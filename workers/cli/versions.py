@@ -1,8 +1,10 @@
-"""``tsmindex models retire NAME:VERSION``: delete one model version's labels, moments and jobs from
-the index, in batches, with progress (after a reindex to a newer version)."""
+"""Model versions in the index: ``tsmindex models register ARCHIVE`` records what a model server
+serves (submissions key their jobs by it), ``tsmindex models retire NAME:VERSION`` deletes one
+version's labels, moments and jobs in batches (after a reindex to a newer version)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -65,6 +67,20 @@ def retire_cmd(
     finally:
         engine.dispose()
     console.print(_rows_table(f"{model} retired", deleted, column="deleted"))
+
+
+@models_app.command("register")
+def register_cmd(
+    archive: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the .mar TorchServe serves")],
+) -> None:
+    """Record that a model server serves ARCHIVE: API, CLI and backfills then submit under its name and
+    version, and workers cut clips as its card says (run where TorchServe starts; stack.sh does)."""
+    from services.core.config import get_settings
+    from workers.served import register_archive
+
+    local_only("models register")
+    model = register_archive(get_settings(), archive)
+    console.print(f"registered {model} as the served version of {model.name}")
 
 
 def _rows_table(title: str, rows: dict[str, int], *, column: str = "rows") -> Table:

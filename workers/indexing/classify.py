@@ -1,10 +1,15 @@
 """Classify stage: each chunk of clips to window labels and clip embeddings through the inference
 backend (two batches in flight), and each window's thumbnail to object storage; progress is
 reported (and the lease renewed) after each chunk. Only labels, embeddings and thumbnail keys
-outlive a chunk: the frames go with it."""
+outlive a chunk: the frames go with it.
+
+The next chunk decodes on a thread while this one is inferred (``prefetched``): decode and
+inference overlap within a job, and memory stays at two chunks whatever the video's length."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +44,7 @@ def classify(
 ) -> Inferred:
     inferred = Inferred()
     planned = max(len(stream.windows), 1)
-    for clips in _timed(stream.chunks(ctx.settings.clip_chunk_windows)):
+    for clips in prefetched(_timed(stream.chunks(ctx.settings.clip_chunk_windows))):
         with _stage("inference"):
             predictions = _predict(job, clips, ctx)
         for clip, prediction in zip(clips, predictions, strict=True):
@@ -53,7 +58,9 @@ def _predict(job: JobSnapshot, clips: Sequence[Clip], ctx: PipelineContext) -> l
     predictions: list[ClipPrediction] = []
     for start in range(0, len(clips), INFER_CHUNK):
         batch = [clip.frames for clip in clips[start : start + INFER_CHUNK]]
-        chunk = ctx.classifier.classify(batch, top_k=ctx.settings.window_top_k, with_embedding=True)
+        chunk = ctx.classifier.classify(
+            batch, top_k=ctx.settings.window_top_k, with_embedding=True, model=job.model
+        )
         if chunk and chunk[0].model_version != job.model_version:
             # Labels are stored under the job's model version: they must come from that version.
             raise ModelMismatchError(
@@ -76,6 +83,50 @@ def _keep(
         inferred.thumbnails[index] = store_thumbnail(
             ctx.storage, job_id=job.job_id, window_index=index, frames=clip.frames
         )
+
+
+class _End:
+    """The decode thread's last message."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def prefetched(chunks: Iterator[list[Clip]], depth: int = 1) -> Iterator[list[Clip]]:
+    """``chunks`` read ``depth`` ahead on a thread; an error there is raised here, and leaving
+    early stops the thread."""
+    ready: queue.Queue[list[Clip] | _End] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: list[Clip] | _End) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+        except BaseException as exc:  # raised in the consumer's thread
+            put(_End(exc))
+            return
+        put(_End())
+
+    thread = threading.Thread(target=read, name="decode", daemon=True)
+    thread.start()
+    try:
+        while not isinstance(item := ready.get(), _End):
+            yield item
+        if item.error is not None:
+            raise item.error
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _timed(chunks: Iterator[list[Clip]]) -> Iterator[list[Clip]]:

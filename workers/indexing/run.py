@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from services.core import metrics
+from services.core import metrics, served
 from services.core.indexing import jobs, outbox
 from services.core.indexing.errors import DatabaseUnavailableError, IndexingError, reason_for
 from services.core.indexing.reasons import FailureReason
 from services.core.models import JobStatus, Video
 from services.core.storage import sha256_file
+from services.core.versions import ModelVersion
 from workers.indexing.classify import classify
 from workers.indexing.context import PipelineContext
 from workers.indexing.fetch import fetch
@@ -92,7 +93,10 @@ def _claim(
             status = job.status if job.status in jobs.FINAL else str(claim.outcome)
             return JobResult(job_id, status, job.reason, job.detail, retry_at=job.next_attempt_at)
         video = session.get_one(Video, job.video_id)
-        return JobSnapshot.of(job, video, owner=owner, settings=ctx.settings)
+        # Clips are cut the way the job's model wants them, whatever this worker's settings say.
+        model = ModelVersion(job.model_name, job.model_version)
+        preprocessing = served.preprocessing(session, ctx.settings, model)
+        return JobSnapshot.of(job, video, owner=owner, settings=ctx.settings, preprocessing=preprocessing)
 
 
 def _run(job: JobSnapshot, ctx: PipelineContext) -> JobResult:
@@ -103,7 +107,7 @@ def _run(job: JobSnapshot, ctx: PipelineContext) -> JobResult:
         sha256 = sha256_file(fetched.path) if fetched.etag is not None or job.sha256 is None else job.sha256
         source = Source(sha256=sha256, size_bytes=fetched.path.stat().st_size, etag=fetched.etag)
         # Decoding and inference alternate chunk by chunk (classify times each stage).
-        with open_stream(fetched.path, job.options, ctx.settings) as stream:
+        with open_stream(fetched.path, job.options, ctx.settings, job.preprocessing) as stream:
             inferred = classify(job, stream, ctx, lambda fraction: _progress(ctx, job, fraction))
             sampled = stream.finish(len(inferred.windows))
     with _stage("store"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.core.config import Settings
 from services.core.indexing.options import ResolvedOptions
+from services.core.served import Preprocessing
 from workers.media.limits import MediaLimits
 from workers.media.sampling import ClipStream
 
@@ -24,18 +25,21 @@ def limits_of(settings: Settings) -> MediaLimits:
 
 
 @contextmanager
-def open_stream(path: Path, options: ResolvedOptions, settings: Settings) -> Iterator[ClipStream]:
-    """The planned windows of ``path``; ``ClipStream.finish`` raises ``CorruptVideoError`` when more
-    chosen frames failed to decode than the settings allow (below that they are in ``shortfalls``)."""
+def open_stream(
+    path: Path, options: ResolvedOptions, settings: Settings, preprocessing: Preprocessing
+) -> Iterator[ClipStream]:
+    """The planned windows of ``path``, cut as the job's model wants (``preprocessing``, its registry
+    row); ``ClipStream.finish`` raises ``CorruptVideoError`` when more chosen frames failed to decode
+    than the settings allow (below that they are in ``shortfalls``)."""
     from workers.media import open_clips
 
     with open_clips(
         path,
-        num_segments=settings.num_segments,
+        num_segments=preprocessing.num_segments,
         window_s=options.window_s,
         max_windows=settings.max_windows,
-        resize=settings.clip_resize,
-        crop=settings.clip_crop,
+        resize=preprocessing.clip_resize,
+        crop=preprocessing.clip_crop,
         limits=limits_of(settings),
         budget_s=settings.decode_budget_s,
         sampling=options.sampling,

@@ -9,6 +9,8 @@ from datetime import datetime
 from services.core.config import Settings
 from services.core.indexing.options import IndexOptions, ResolvedOptions
 from services.core.models import Job, Video
+from services.core.served import Preprocessing
+from services.core.versions import ModelVersion
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,16 @@ class JobSnapshot:
     source_uri: str | None
     sha256: str | None
     created_at: datetime
+    preprocessing: Preprocessing  # how the job's model wants its clips (its registry row)
+
+    @property
+    def model(self) -> ModelVersion:
+        return ModelVersion(self.model_name, self.model_version)
 
     @classmethod
-    def of(cls, job: Job, video: Video, *, owner: str, settings: Settings) -> JobSnapshot:
+    def of(
+        cls, job: Job, video: Video, *, owner: str, settings: Settings, preprocessing: Preprocessing
+    ) -> JobSnapshot:
         return cls(
             job_id=job.id,
             video_id=video.id,
@@ -37,4 +46,5 @@ class JobSnapshot:
             source_uri=video.source_uri,
             sha256=video.sha256,
             created_at=job.created_at,
+            preprocessing=preprocessing,
         )

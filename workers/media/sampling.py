@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -252,7 +253,10 @@ class ClipStream:
             clips, shortfalls = _assemble(part, frames, first=start)
             self.shortfalls += shortfalls
             start += len(part)
+            held = time.monotonic()
             yield clips
+            # The consumer's time (inference) is not decoding: the budget bounds decode work only.
+            self.reader.deadline.started += time.monotonic() - held
 
     def finish(self, clips: Sequence[Clip] | int) -> SampledVideo:
         """The summary once every chunk is read (``clips``: all of them, or how many there were);

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read
+from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
 from services.api.schemas import (
     BackfillCountsOut,
     BackfillOut,
@@ -74,6 +74,7 @@ def create_backfill(
         modified_since=body.modified_since,
     )
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
+    model = resolve_model(session, settings, body.model)
     end_read(session)
     with session.begin():
         row = backfills.create_backfill(
@@ -83,6 +84,7 @@ def create_backfill(
             filters=filters,
             options=options.to_job_options(),
             output_uri=body.output_uri,
+            model=model,
         )
         out = backfill_out(row, ({}, []))  # nothing listed yet
     # After the commit: the worker that picks the id up finds the row. With the broker down the

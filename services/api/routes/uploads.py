@@ -31,6 +31,7 @@ from services.api.deps import (
     SourceS3Dep,
     StorageDep,
     end_read,
+    resolve_model,
 )
 from services.api.routes.jobs import job_out
 from services.api.schemas import JobOut, SourceRequest
@@ -51,6 +52,7 @@ from services.core.storage import (
     parse_s3_uri,
     s3_object_version,
 )
+from services.core.versions import ModelVersion
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -58,6 +60,7 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around the file
 MAX_JSON_BYTES = 64 * 1024
 OPTION_FIELDS = ("window_s", "top_k", "min_score", "include", "exclude", "webhook_url", "sampling")
+MODEL_FIELD = "model"  # NAME or NAME:VERSION of a served model
 RETRY_AFTER_S = "5"
 
 UPLOAD_BODY = {
@@ -70,7 +73,7 @@ UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        **{name: {"type": "string"} for name in OPTION_FIELDS},
+                        **{name: {"type": "string"} for name in (*OPTION_FIELDS, MODEL_FIELD)},
                     },
                 }
             },
@@ -179,14 +182,15 @@ def _register(
     api_key_id: uuid.UUID,
     idempotency_key: str | None,
     options: IndexOptions,
+    model: ModelVersion,
     video: jobs.VideoSpec,
 ) -> jobs.Submission:
-    """The video and its job for the served model version, in one transaction."""
+    """The video and its job for ``model`` (a served version), in one transaction."""
     with session.begin():
         submission = jobs.submit(
             session=session,
             video=video,
-            model=jobs.ModelKey.served(settings),
+            model=model,
             options=options.to_job_options(),
         )
         if idempotency_key is not None:
@@ -196,6 +200,15 @@ def _register(
                 .on_conflict_do_nothing()
             )
         return submission
+
+
+def _served_model(session: Session, settings: Settings, requested: str | None) -> ModelVersion:
+    """The served version to index with, read before any bytes are stored (the read ends here: no
+    connection is held while the upload streams)."""
+    try:
+        return resolve_model(session, settings, requested)
+    finally:
+        end_read(session)
 
 
 def _parse_options(data: dict[str, Any]) -> IndexOptions:
@@ -260,7 +273,7 @@ async def _accept_upload(
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
     # a body sent without a length (chunked) is cut off as soon as it passes the limit.
     body = Request(request.scope, _limited_receive(request.receive, limit, settings.max_upload_bytes))
-    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 5)
+    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 6)
     try:
         upload = form.get("file")
         fields = {
@@ -269,6 +282,10 @@ async def _accept_upload(
         }
         options = _parse_options({k: v for k, v in fields.items() if v not in (None, "", [])})
         _check_webhook(options, settings)
+        requested = form.get(MODEL_FIELD)
+        model = await run_in_threadpool(
+            _served_model, session, settings, requested if isinstance(requested, str) and requested else None
+        )
         if not isinstance(upload, UploadFile):
             raise _missing_file()
         head = await upload.read(SNIFF_BYTES)
@@ -300,6 +317,7 @@ async def _accept_upload(
                     api_key_id=api_key_id,
                     idempotency_key=idempotency_key,
                     options=options,
+                    model=model,
                     video=spec,
                 )
             )
@@ -326,6 +344,7 @@ async def _accept_source(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
     _check_webhook(source, settings)
+    model = await run_in_threadpool(_served_model, session, settings, source.model)
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
     spec = jobs.VideoSpec(source_uri=source.source_uri, source_etag=version.etag or None)
     return await run_in_threadpool(
@@ -335,6 +354,7 @@ async def _accept_source(
             api_key_id=api_key_id,
             idempotency_key=idempotency_key,
             options=source,
+            model=model,
             video=spec,
         )
     )

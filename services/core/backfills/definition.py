@@ -12,9 +12,11 @@ from urllib.parse import urlparse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.core import served
 from services.core.backfills.listing import ListedObject, as_utc
 from services.core.config import Settings
 from services.core.models import Backfill
+from services.core.versions import ModelVersion
 
 VIDEO_EXTENSIONS = (
     "3gp", "avi", "flv", "m2ts", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "mts", "ogv", "ts", "webm", "wmv",
@@ -32,6 +34,11 @@ class BackfillStatus(StrEnum):
 
 
 ACTIVE = (BackfillStatus.listing, BackfillStatus.indexing)
+
+
+class BackfillKind(StrEnum):
+    s3 = "s3"  # the objects under an S3 prefix
+    reindex = "reindex"  # indexed videos (services.core.reindex) for another model version
 
 
 class RunOutcome(StrEnum):
@@ -129,7 +136,10 @@ def create_backfill(
     filters: BackfillFilters,
     options: dict[str, Any] | None = None,
     output_uri: str | None = None,
+    model: ModelVersion | None = None,
 ) -> Backfill:
+    """A new backfill row for ``model`` (default: the served default, ``served.resolve``)."""
+    model = model or served.resolve(session, settings)
     bucket, prefix = parse_prefix_uri(source_uri)
     if output_uri is not None:
         parse_prefix_uri(output_uri)
@@ -138,8 +148,8 @@ def create_backfill(
         status=BackfillStatus.listing,
         bucket=bucket,
         prefix=prefix,
-        model_name=settings.model_name,
-        model_version=settings.model_version,
+        model_name=model.name,
+        model_version=model.version,
         filters=filters.to_dict(),
         options=options or {},
         output_uri=output_uri,
@@ -157,17 +167,24 @@ def create_backfill(
 
 
 def find_interrupted(
-    session: Session, settings: Settings, *, source_uri: str, filters: BackfillFilters
+    session: Session,
+    settings: Settings,
+    *,
+    source_uri: str,
+    filters: BackfillFilters,
+    model: ModelVersion | None = None,
 ) -> Backfill | None:
     """The latest backfill of the same prefix, filters and model whose listing never finished."""
+    model = model or served.resolve(session, settings)
     bucket, prefix = parse_prefix_uri(source_uri)
     candidates = session.scalars(
         select(Backfill)
         .where(
             Backfill.bucket == bucket,
             Backfill.prefix == prefix,
-            Backfill.model_name == settings.model_name,
-            Backfill.model_version == settings.model_version,
+            Backfill.kind == BackfillKind.s3,
+            Backfill.model_name == model.name,
+            Backfill.model_version == model.version,
             Backfill.status == BackfillStatus.listing,
         )
         .order_by(Backfill.created_at.desc())

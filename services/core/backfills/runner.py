@@ -28,6 +28,7 @@ from services.core.backfills.definition import (
     BackfillCounts,
     BackfillError,
     BackfillFilters,
+    BackfillKind,
     BackfillStatus,
     RunOutcome,
     utcnow,
@@ -39,7 +40,8 @@ from services.core.config import Settings
 from services.core.db import dialect_insert
 from services.core.indexing import jobs
 from services.core.indexing.errors import reason_for
-from services.core.models import Backfill, Job, JobStatus, SourceObject
+from services.core.models import Backfill, Job, JobStatus, SourceObject, Video
+from services.core.versions import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +120,17 @@ class BackfillRunner:
             if backfill.status != BackfillStatus.listing:
                 return RunOutcome.stopped
             bucket, prefix, cursor = backfill.bucket, backfill.prefix, backfill.cursor_key
-            filters = BackfillFilters.from_dict(backfill.filters)
+            reindex = backfill.kind == BackfillKind.reindex
+            # A reindex's own filters select its videos as they are listed.
+            filters = BackfillFilters(None, 0) if reindex else BackfillFilters.from_dict(backfill.filters)
+            stored_filters = backfill.filters
         try:
-            pages = list_objects(
-                self.s3, bucket, prefix, start_after=cursor, page_size=self.settings.backfill_page_size
+            pages = (
+                self._videos(stored_filters, cursor)
+                if reindex
+                else list_objects(
+                    self.s3, bucket, prefix, start_after=cursor, page_size=self.settings.backfill_page_size
+                )
             )
             for page in pages:
                 done = 0
@@ -156,6 +165,16 @@ class BackfillRunner:
         if self.on_progress is not None:
             self.on_progress(counts)
         return RunOutcome.listed
+
+    def _videos(self, filters: dict[str, Any], cursor: str | None) -> Iterator[list[ListedObject]]:
+        from services.core.reindex import ReindexFilters, index_pages
+
+        return index_pages(
+            self.sessions,
+            ReindexFilters.from_dict(filters),
+            start_after=cursor,
+            page_size=self.settings.backfill_page_size,
+        )
 
     def _take(
         self, backfill_id: uuid.UUID, filters: BackfillFilters, batch: list[ListedObject], room: int
@@ -209,6 +228,20 @@ def _known_etags(
     return known
 
 
+def _indexed_videos(session: Session, objects: Sequence[ListedObject]) -> list[jobs.VideoSpec]:
+    """A reindex's objects are videos already indexed (key: the video id): found as they are."""
+    videos = {
+        v.id: v
+        for v in session.scalars(select(Video).where(Video.id.in_([uuid.UUID(o.key) for o in objects])))
+    }
+    specs = []
+    for o in objects:
+        video = videos[uuid.UUID(o.key)]
+        by = {"sha256": video.sha256} if video.sha256 else {"source_uri": video.source_uri}
+        specs.append(jobs.VideoSpec(**by, filename=video.filename, changed=False))
+    return specs
+
+
 def _register(
     session: Session, backfill: Backfill, objects: Sequence[ListedObject], known: dict[str, set[str]]
 ) -> list[tuple[int, uuid.UUID]]:
@@ -223,7 +256,9 @@ def _register(
     now = utcnow()
     submissions = jobs.submit_many(
         session=session,
-        videos=[
+        videos=_indexed_videos(session, objects)
+        if backfill.kind == BackfillKind.reindex
+        else [
             jobs.VideoSpec(
                 source_uri=f"s3://{backfill.bucket}/{o.key}",
                 filename=posixpath.basename(o.key),
@@ -232,7 +267,7 @@ def _register(
             )
             for o in objects
         ],
-        model=jobs.ModelKey(backfill.model_name, backfill.model_version),
+        model=ModelVersion(backfill.model_name, backfill.model_version),
         options=backfill.options,
         backfill_id=backfill.id,
         retry_failed=False,

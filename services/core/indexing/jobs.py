@@ -30,6 +30,7 @@ from services.core.indexing import outbox
 from services.core.indexing.errors import BrokerUnavailableError, IndexingError
 from services.core.indexing.reasons import FailureReason
 from services.core.models import Job, JobStatus, Video, WebhookDelivery
+from services.core.versions import ModelVersion
 
 FINAL = (JobStatus.succeeded, JobStatus.failed)
 DETAIL_CHARS = 2000
@@ -42,16 +43,6 @@ def utcnow() -> datetime:
 def as_utc(dt: datetime) -> datetime:
     # SQLite returns naive datetimes for timezone-aware columns.
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    name: str
-    version: str
-
-    @classmethod
-    def served(cls, settings: Settings) -> ModelKey:
-        return cls(settings.model_name, settings.model_version)
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ def submit(
     *,
     session: Session,
     video: VideoSpec,
-    model: ModelKey,
+    model: ModelVersion,
     options: dict[str, Any],
     backfill_id: uuid.UUID | None = None,
     retry_failed: bool = True,
@@ -108,7 +99,7 @@ def submit_many(
     *,
     session: Session,
     videos: Sequence[VideoSpec],
-    model: ModelKey,
+    model: ModelVersion,
     options: dict[str, Any],
     backfill_id: uuid.UUID | None = None,
     retry_failed: bool = True,
@@ -205,7 +196,7 @@ def _upsert_videos(
 def _insert_jobs(
     session: Session,
     rows: Sequence[tuple[Video, bool]],
-    model: ModelKey,
+    model: ModelVersion,
     options: dict[str, Any],
     backfill_id: uuid.UUID | None,
     now: datetime,

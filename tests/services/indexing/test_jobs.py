@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.config import Settings
 from services.core.indexing import jobs
-from services.core.indexing.jobs import ClaimOutcome, ModelKey, VideoSpec
+from services.core.indexing.jobs import ClaimOutcome, VideoSpec
 from services.core.indexing.reasons import FailureReason
 from services.core.models import Job, Video, WebhookDelivery
+from services.core.versions import ModelVersion
 from tests.services.indexing.conftest import MakeJob
 
 HOOK = {"webhook_url": "http://127.0.0.1:9/hook"}
@@ -225,7 +226,10 @@ def _submit(
 ) -> jobs.Submission:
     with sessions.begin() as session:
         return jobs.submit(
-            session=session, video=spec, model=ModelKey.served(settings), options=dict(options)
+            session=session,
+            video=spec,
+            model=ModelVersion(settings.model_name, settings.model_version),
+            options=dict(options),
         )
 
 

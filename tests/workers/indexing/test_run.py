@@ -17,7 +17,7 @@ from workers.indexing.run import run_job
 class _Unused:
     """A classifier the test never reaches."""
 
-    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False) -> Any:
+    def classify(self, clips: Any, *, top_k: int = 5, with_embedding: bool = False, model: Any = None) -> Any:
         raise AssertionError("not reached")
 
     def close(self) -> None:
