@@ -44,12 +44,14 @@ load_env() {
     if [[ ! -f "$STACK_DIR/env" ]]; then
         local secret
         secret() { "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+        # Secrets: readable by this user only, from the moment the file exists.
+        (umask 077 && : >"$STACK_DIR/env")
         cat >"$STACK_DIR/env" <<ENV
 # Development settings of the local stack (generated; edit freely). Set variables win.
 : "\${TSMINDEX_MODE:=platform}"
 : "\${TSMINDEX_DATA_DIR:=$ROOT/var}"
 : "\${TSMINDEX_API_KEYS_PEPPER:=$(secret)}"
-: "\${TSMINDEX_WEBHOOK_SECRET:=$(secret)}"
+: "\${TSMINDEX_WEBHOOK_SECRET:=$("$BIN/python" -c 'import base64, secrets; print("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())')}"
 : "\${TSMINDEX_DATABASE_URL:=postgresql+psycopg://postgres@127.0.0.1:5432/tsmindex}"
 : "\${TSMINDEX_REDIS_URL:=redis://127.0.0.1:6390/0}"
 : "\${TSMINDEX_STORAGE_BACKEND:=s3}"
@@ -62,6 +64,8 @@ load_env() {
 : "\${TSMINDEX_API_PORT:=8000}"
 ENV
     fi
+    chmod 600 "$STACK_DIR/env"  # one written world-readable by an earlier version
+    [[ ! -f "$STACK_DIR/api-key" ]] || chmod 600 "$STACK_DIR/api-key"
     # shellcheck disable=SC1091
     source "$STACK_DIR/env"
     : "${TSMINDEX_TORCHSERVE_KEY_FILE:=$TSMINDEX_TORCHSERVE_RUN_DIR/key_file.json}"

@@ -1,4 +1,6 @@
-"""Typed dependencies: settings, a database session, storage, the queue and the caller's API key."""
+"""Typed dependencies: settings, a database session, storage, the queue and search parameters.
+
+The caller (``Principal``) comes from ``services.api.guard``, which authenticates before any body is read."""
 
 from __future__ import annotations
 
@@ -8,15 +10,10 @@ from typing import Annotated, Any
 from celery import Celery
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.core import search, served
-from services.core.apikeys import pepper
 from services.core.config import Settings
-from services.core.models import ApiKey
-from services.core.security import hash_api_key
 from services.core.storage import ObjectStorage
 from services.core.versions import ModelVersion, ModelVersionError
 
@@ -61,32 +58,19 @@ StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 ProducerDep = Annotated[Celery, Depends(get_producer)]
 SourceS3Dep = Annotated[Any, Depends(get_source_s3)]
 
-_bearer = HTTPBearer(auto_error=False)
 
-
-def get_api_key(
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKey:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-    key = session.scalar(
-        select(ApiKey).where(
-            ApiKey.key_hash == hash_api_key(credentials.credentials, pepper(settings)),
-            ApiKey.revoked_at.is_(None),
-        )
+def _query_error(name: str, message: str, value: object) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own validation errors, as the OpenAPI description says."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
     )
-    if key is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-    return key
 
 
-ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+def invalid_cursor(cursor: str | None) -> RequestValidationError:
+    return _query_error("cursor", "invalid cursor", cursor)
+
+
+MAX_TIME_S = 10 * 365 * 86400.0  # a bound on positions in a video: milliseconds fit a BIGINT
 
 
 def search_params(
@@ -103,20 +87,22 @@ def search_params(
     ] = None,
     sort: Annotated[search.Sort, Query(description="videos: by the best window (peak) or the mean")] = "peak",
     match: Annotated[search.Match, Query(description="several labels: any of them, or all")] = "any",
-    start_s: Annotated[float | None, Query(ge=0, description="moments overlapping [start_s, end_s)")] = None,
-    end_s: Annotated[float | None, Query(gt=0)] = None,
+    start_s: Annotated[
+        float | None, Query(ge=0, le=MAX_TIME_S, description="moments overlapping [start_s, end_s)")
+    ] = None,
+    end_s: Annotated[float | None, Query(gt=0, le=MAX_TIME_S)] = None,
 ) -> search.PageRequest:
     if any(not 1 <= len(name) <= 200 for name in label):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a label is 1 to 200 characters")
+        raise _query_error("label", "a label is 1 to 200 characters", label)
     if start_s is not None and end_s is not None and end_s <= start_s:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end_s must come after start_s")
+        raise _query_error("end_s", "end_s must come after start_s", end_s)
     try:
         after = search.Cursor.decode(cursor) if cursor is not None else None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+        raise invalid_cursor(cursor) from exc
     name, version = _model_filter(model)
     if version is not None and model_version not in (None, version):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "model and model_version disagree")
+        raise _query_error("model", "model and model_version disagree", model)
     return search.PageRequest(
         label,
         min_score,

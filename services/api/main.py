@@ -7,16 +7,20 @@ does not answer, or too many uploads at once answer 503 with ``Retry-After``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import redis
 import sqlalchemy.exc
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
 from sqlalchemy.engine import make_url
 
+from services.api.guard import GUARDED_RESPONSES, GuardMiddleware
 from services.api.routes import (
+    admin,
     backfills,
     compare,
     health,
@@ -25,17 +29,42 @@ from services.api.routes import (
     moments,
     reindex,
     similar,
+    tenant,
     uploads,
     videos,
     windows,
 )
 from services.core import metrics
-from services.core.config import Settings, get_settings
+from services.core.config import Mode, Settings, get_settings
 from services.core.db import db_engine, session_factory, upgrade_database
 from services.core.indexing.errors import IndexingError, reason_for
 from services.core.queue import INDEX_QUEUE, create_producer
+from services.core.ratelimit import RateLimiter
 from services.core.similar import ClipEmbedder
 from services.core.storage import make_storage, s3_client
+
+
+class _ScrapeCollector:
+    """What ``/metrics`` answers, for the exporter on a port of its own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metrics.process_registry().collect()
+        yield from self.registry.collect()
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter | None:
+    # Embedded mode serves one user from one process and may have no Redis at all.
+    if settings.mode is not Mode.platform:
+        return None
+    return RateLimiter(
+        redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0),
+        per_minute=settings.rate_limit_per_minute,
+        max_uploads=settings.max_concurrent_uploads,
+        upload_ttl_s=settings.upload_slot_ttl_s,
+    )
 
 
 def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder | None = None) -> FastAPI:
@@ -60,9 +89,22 @@ def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder 
         app.state.metrics_registry.register(
             metrics.PlatformCollector(app.state.sessions, settings.redis_url, queues=[INDEX_QUEUE])
         )
+        app.state.rate_limiter = _rate_limiter(settings)
+        exporter = None
+        if settings.api_metrics_port:
+            exporter, _ = start_http_server(
+                settings.api_metrics_port,
+                addr=settings.api_metrics_host,
+                registry=_ScrapeCollector(app.state.metrics_registry),
+            )
         try:
             yield
         finally:
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
+            if app.state.rate_limiter is not None:
+                app.state.rate_limiter.client.close()
             app.state.producer.close()
             engine.dispose()
 
@@ -72,17 +114,24 @@ def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder 
         version="1",
         lifespan=lifespan,
     )
+    app.add_middleware(GuardMiddleware, settings=settings)
     app.include_router(health.router)
-    app.include_router(uploads.router)
-    app.include_router(videos.router)
-    app.include_router(jobs.router)
-    app.include_router(labels.router)
-    app.include_router(moments.router)
-    app.include_router(windows.router)
-    app.include_router(similar.router)
-    app.include_router(backfills.router)
-    app.include_router(compare.router)
-    app.include_router(reindex.router)
+    routers = (
+        uploads.router,
+        videos.router,
+        jobs.router,
+        labels.router,
+        moments.router,
+        windows.router,
+        similar.router,
+        backfills.router,
+        compare.router,
+        reindex.router,
+        admin.router,
+        tenant.router,
+    )
+    for router in routers:
+        app.include_router(router, responses=GUARDED_RESPONSES)
     for error in (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,

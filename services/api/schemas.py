@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from services.core.indexing.options import IndexOptions
 
@@ -17,9 +17,35 @@ MODEL_FIELD = Field(
 )
 
 
+# A valid S3 bucket name (3-63 lowercase letters, digits, dots and hyphens): anything else is the
+# caller's mistake (422), never a storage error.
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+
+
+def _check_bucket(uri: str | None) -> str | None:
+    # What the pattern cannot say: no "..", no "-." or ".-", not an IP address (AWS's naming rules).
+    if uri is None:
+        return uri
+    bucket = uri.removeprefix("s3://").split("/", 1)[0]
+    if ".." in bucket or "-." in bucket or ".-" in bucket or bucket.replace(".", "").isdigit():
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
+    return uri
+
+
 class SourceRequest(IndexOptions):
-    source_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key")
+    source_uri: str = Field(pattern=rf"^s3://{S3_BUCKET}/.+", max_length=2048, description="s3://bucket/key")
     model: str | None = MODEL_FIELD
+
+    _bucket = field_validator("source_uri")(_check_bucket)
+
+
+class ErrorOut(BaseModel):
+    """Every error but a validation error (422): what went wrong, in words."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such object"}}
 
 
 class ModelRef(BaseModel):
@@ -153,7 +179,9 @@ class LabelsOut(BaseModel):
 
 
 class BackfillRequest(IndexOptions):
-    source_uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix")
+    source_uri: str = Field(
+        pattern=rf"^s3://{S3_BUCKET}(/.*)?$", max_length=2048, description="s3://bucket/prefix"
+    )
     model: str | None = MODEL_FIELD
     extensions: list[str] | None = Field(
         default=None, max_length=100, description="keys to index by extension (default: video extensions)"
@@ -164,9 +192,12 @@ class BackfillRequest(IndexOptions):
     modified_since: datetime | None = Field(default=None, description="skip objects modified before")
     output_uri: str | None = Field(
         default=None,
-        pattern=r"^s3://[^/]+(/.*)?$",
+        pattern=rf"^s3://{S3_BUCKET}(/.*)?$",
+        max_length=2048,
         description="s3://bucket/prefix: one JSON Lines object per video once the backfill completes",
     )
+
+    _buckets = field_validator("source_uri", "output_uri")(_check_bucket)
 
 
 class BackfillCountsOut(BaseModel):
@@ -270,3 +301,59 @@ class SimilarHit(BaseModel):
 
 class SimilarPage(BaseModel):
     items: list[SimilarHit]
+
+
+Scope = Literal["read", "write", "backfill", "admin"]
+DEFAULT_KEY_SCOPES: tuple[Scope, ...] = ("read", "write", "backfill")
+
+
+class KeyOut(BaseModel):
+    """An API key as an administrator sees it (never the key itself)."""
+
+    id: uuid.UUID
+    prefix: str
+    name: str
+    tenant: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    replaced_by: uuid.UUID | None
+    active: bool
+
+
+class KeysOut(BaseModel):
+    items: list[KeyOut]
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="the key itself: shown this once, stored only as a keyed hash")
+
+
+class KeyRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    tenant: str | None = Field(default=None, max_length=200, description="an existing tenant (default: NAME)")
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_KEY_SCOPES), min_length=1, max_length=4)
+    expires_at: datetime | None = None
+
+
+class RotateRequest(BaseModel):
+    grace_s: float = Field(
+        default=86400.0, ge=0, le=90 * 86400, description="how long the old key still works"
+    )
+
+
+class TenantOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    s3_allow: list[str] | None = Field(description="bucket/key-glob patterns; null: the deployment default")
+
+
+class AllowListRequest(BaseModel):
+    s3_allow: list[Annotated[str, Field(min_length=1, max_length=1100)]] | None = Field(
+        default=None, max_length=1000, description="null or absent: back to the deployment default"
+    )
+
+
+class OwnTenantOut(TenantOut):
+    webhook_secret: str | None = Field(description="verifies this tenant's webhooks (whsec_...)")

@@ -18,17 +18,25 @@ import httpx
 from pydantic import BaseModel
 
 from services.api.schemas import (
+    AllowListRequest,
     BackfillOut,
     BackfillRequest,
     ComparisonOut,
     JobOut,
     JobPage,
+    KeyOut,
+    KeyRequest,
+    KeysOut,
     LabelsOut,
     MomentPage,
+    NewKeyOut,
+    OwnTenantOut,
     ReindexRequest,
+    RotateRequest,
     SearchPage,
     SimilarPage,
     SourceRequest,
+    TenantOut,
     VideoOut,
 )
 from services.client.errors import ApiError, ApiUnavailableError, WaitTimeoutError
@@ -86,6 +94,12 @@ OPERATIONS: dict[str, Operation] = {
     "cancel_backfill": Operation("POST", "/v1/backfills/{backfill_id}/cancel", BackfillOut),
     "reindex": Operation("POST", "/v1/reindex", BackfillOut, body=ReindexRequest),
     "compare": Operation("GET", "/v1/compare", ComparisonOut, query=("a", "b", "video_id", "limit")),
+    "tenant": Operation("GET", "/v1/tenant", OwnTenantOut),
+    "keys": Operation("GET", "/v1/admin/keys", KeysOut),
+    "create_key": Operation("POST", "/v1/admin/keys", NewKeyOut, body=KeyRequest),
+    "revoke_key": Operation("POST", "/v1/admin/keys/{key_id}/revoke", KeyOut),
+    "rotate_key": Operation("POST", "/v1/admin/keys/{key_id}/rotate", NewKeyOut, body=RotateRequest),
+    "set_s3_allow": Operation("PUT", "/v1/admin/tenants/{name}/s3-allow", TenantOut, body=AllowListRequest),
 }
 
 
@@ -397,6 +411,38 @@ class TsmindexClient:
             "compare", params={"a": a, "b": b, "video_id": ids, "limit": limit}
         )
         return result
+
+    # The caller's tenant, and administration (admin scope).
+
+    def tenant(self) -> OwnTenantOut:
+        """This key's tenant: its S3 allow-list and the secret its webhooks are signed with."""
+        tenant: OwnTenantOut = self._call("tenant")
+        return tenant
+
+    def keys(self) -> KeysOut:
+        keys: KeysOut = self._call("keys")
+        return keys
+
+    def create_key(self, request: KeyRequest) -> NewKeyOut:
+        key: NewKeyOut = self._call("create_key", json=request)
+        return key
+
+    def revoke_key(self, key_id: uuid.UUID | str) -> KeyOut:
+        key: KeyOut = self._call("revoke_key", path={"key_id": str(key_id)})
+        return key
+
+    def rotate_key(self, key_id: uuid.UUID | str, *, grace_s: float = 86400.0) -> NewKeyOut:
+        key: NewKeyOut = self._call(
+            "rotate_key", path={"key_id": str(key_id)}, json=RotateRequest(grace_s=grace_s)
+        )
+        return key
+
+    def set_s3_allow(self, tenant: str, patterns: list[str] | None) -> TenantOut:
+        """The tenant's S3 allow-list (``bucket/key-glob`` patterns); None: the deployment default."""
+        out: TenantOut = self._call(
+            "set_s3_allow", path={"name": tenant}, json=AllowListRequest(s3_allow=patterns)
+        )
+        return out
 
 
 def _search(

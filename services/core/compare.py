@@ -16,7 +16,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.core.models import LabelSegment, VideoLabel, label_rows
+from services.core.models import LabelSegment, Video, VideoLabel, label_rows
 from services.core.versions import ModelVersion
 
 BATCH_VIDEOS = 500
@@ -96,7 +96,9 @@ class Comparison:
             self.changes.append(change)
 
 
-def _indexed(session: Session, model: ModelVersion, video_ids: Sequence[uuid.UUID] | None) -> set[uuid.UUID]:
+def _indexed(
+    session: Session, model: ModelVersion, video_ids: Sequence[uuid.UUID] | None, tenant_id: uuid.UUID | None
+) -> set[uuid.UUID]:
     query = (
         select(VideoLabel.video_id)
         .distinct()
@@ -104,6 +106,8 @@ def _indexed(session: Session, model: ModelVersion, video_ids: Sequence[uuid.UUI
     )
     if video_ids is not None:
         query = query.where(VideoLabel.video_id.in_(video_ids))
+    if tenant_id is not None:
+        query = query.join(Video, Video.id == VideoLabel.video_id).where(Video.tenant_id == tenant_id)
     return set(session.scalars(query))
 
 
@@ -173,10 +177,12 @@ def compare_versions(
     a: ModelVersion,
     b: ModelVersion,
     video_ids: Sequence[uuid.UUID] | None = None,
+    tenant_id: uuid.UUID | None = None,
     batch_videos: int = BATCH_VIDEOS,
 ) -> Comparison:
-    """Compare ``a`` and ``b`` over ``video_ids`` (default: every video both indexed)."""
-    in_a, in_b = _indexed(session, a, video_ids), _indexed(session, b, video_ids)
+    """Compare ``a`` and ``b`` over ``video_ids`` (default: every video both indexed), only the
+    videos of ``tenant_id`` when given."""
+    in_a, in_b = _indexed(session, a, video_ids, tenant_id), _indexed(session, b, video_ids, tenant_id)
     both = sorted(in_a & in_b)
     result = Comparison(a=a, b=b, only_a=len(in_a - in_b), only_b=len(in_b - in_a))
     for start in range(0, len(both), batch_videos):

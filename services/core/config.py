@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_addressing_style: str = "auto"  # "auto" | "path" (MinIO, Ceph) | "virtual"
+    # Where tenants may point sources, backfills and outputs ("bucket/key-glob"; see allowlist.py):
+    # the default of tenants without a list of their own. None: every bucket.
+    s3_allow: list[str] | None = None
     # Bulk S3 backfill: listing page size, and the broker queue length at which listing waits.
     backfill_page_size: int = 1000
     backfill_max_queued: int = 1000
@@ -116,6 +119,8 @@ class Settings(BaseSettings):
     # While the model server is unreachable a worker takes no job; it probes /ping this often.
     breaker_probe_s: float = Field(default=5.0, gt=0)
     backfill_resume_after_s: float = Field(default=60.0, ge=0)  # a `listing` backfill idle this long
+    # Webhooks: signed Standard-Webhooks style with this secret ("whsec_" + base64, or any string)
+    # unless the job's tenant has its own.
     webhook_secret: SecretStr | None = None
     webhook_attempts: int = 3  # tries per delivery round
     webhook_max_rounds: int = 10  # delivery rounds (with backoff) before a webhook is given up
@@ -126,6 +131,21 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     api_max_concurrent_uploads: int = Field(default=64, ge=1)  # beyond: 503 with Retry-After
+    webhook_deadline_s: float = 10.0  # one deadline for a whole delivery: connect, send, response
+    webhook_allow_http: bool = False  # https only unless set (test rigs, a trusted internal network)
+    # Hosts or networks a webhook may reach although private, loopback or link-local ("10.0.0.0/8").
+    webhook_allow_networks: list[str] = Field(default_factory=list)
+    # Request bounds: bodies of anything but a video upload, per-key request rate and concurrent
+    # uploads (both in Redis, platform mode only; 0 turns a limit off).
+    max_json_bytes: int = 64 * 1024
+    rate_limit_per_minute: int = 600
+    max_concurrent_uploads: int = 4
+    upload_slot_ttl_s: float = 3600.0  # a slot a crashed replica held frees itself after this
+    # /metrics: on the API port (open, or only with a key), or on a port of its own (then not on
+    # the API port at all), e.g. 127.0.0.1:9102 for a Prometheus on the same host.
+    metrics_require_key: bool = False
+    api_metrics_port: int = 0
+    api_metrics_host: str = "127.0.0.1"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_metrics_port: int = 9101  # 0: no worker exporter

@@ -56,25 +56,60 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+# What embedded mode, the CLI and rows from before tenants belong to (migration 0009 creates it).
+DEFAULT_TENANT_ID = uuid.UUID(int=0)
+
+
+class Tenant(Base):
+    """A team sharing the deployment: it owns keys, videos, jobs, backfills and their results."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Signs this tenant's webhooks (whsec_...); None: the deployment's TSMINDEX_WEBHOOK_SECRET.
+    webhook_secret: Mapped[str | None] = mapped_column(String(200))
+    # S3 locations it may read or write ("bucket/prefix*" patterns); None: the settings' default.
+    s3_allow: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True, default=DEFAULT_TENANT_ID
+    )
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(16))  # shown to people; the key itself is never stored
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["read", "write", "backfill"])
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Revoked from this instant (a rotation's grace period puts it in the future).
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaced_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+
+def _tenant_column() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True, default=DEFAULT_TENANT_ID)
 
 
 class Video(Base):
     __tablename__ = "videos"
+    # Content is deduplicated per tenant: the same bytes from two tenants are two videos.
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "sha256", name="uq_videos_tenant_id_sha256"),
+        UniqueConstraint("tenant_id", "source_uri", name="uq_videos_tenant_id_source_uri"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = _tenant_column()
     # Unknown for an S3 source until a worker has read it.
-    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
     storage_key: Mapped[str | None] = mapped_column(String(1024))  # our copy of uploaded bytes
-    source_uri: Mapped[str | None] = mapped_column(String(2048), unique=True)  # s3:// or file://
+    source_uri: Mapped[str | None] = mapped_column(String(2048))  # s3:// or file://
     # The ETag of the S3 object's version last indexed: a submission that finds another one re-indexes.
     source_etag: Mapped[str | None] = mapped_column(String(200))
     filename: Mapped[str | None] = mapped_column(String(1024))
@@ -92,6 +127,7 @@ class Backfill(Base):
     __tablename__ = "backfills"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = _tenant_column()
     source_uri: Mapped[str] = mapped_column(String(2048))  # s3://bucket/prefix
     status: Mapped[str] = mapped_column(String(16), default="running")
     objects_listed: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -126,9 +162,10 @@ class SourceObject(Base):
     enqueue nothing twice; a changed object has a new ETag and is indexed again."""
 
     __tablename__ = "source_objects"
-    __table_args__ = (UniqueConstraint("bucket", "key", "etag", "model_name", "model_version"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "bucket", "key", "etag", "model_name", "model_version"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_column()
     bucket: Mapped[str] = mapped_column(String(255))
     key: Mapped[str] = mapped_column(String(1024))
     etag: Mapped[str] = mapped_column(String(200))
@@ -159,6 +196,7 @@ class Job(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = _tenant_column()  # always its video's
     video_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str] = mapped_column(String(200))
@@ -223,6 +261,8 @@ class IdempotencyKey(Base):
         ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The request the key was first used with: the same key with another request is refused.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -63,10 +64,12 @@ class Cursor:
     def decode(cls, text: str) -> Cursor:
         """Parse a cursor this class encoded; anything else raises ``ValueError``."""
         score, row_id = decode_cursor(text, 2)
-        try:
-            return cls(float(score), int(row_id))
-        except (TypeError, ValueError) as exc:
-            raise ValueError("invalid cursor") from exc
+        # bool is an int to Python; 1e400 parses as inf, which no database compares sanely.
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise ValueError("invalid cursor")
+        if isinstance(row_id, bool) or not isinstance(row_id, int) or not -(2**63) <= row_id < 2**63:
+            raise ValueError("invalid cursor")
+        return cls(float(score), row_id)
 
 
 @dataclass(frozen=True)

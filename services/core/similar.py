@@ -56,22 +56,44 @@ class SimilarHit:
     filename: str | None
 
 
-def _hits(session: Session, model: ModelKey, neighbours: Sequence[Neighbour]) -> list[SimilarHit]:
+def _hits(
+    session: Session, model: ModelKey, neighbours: Sequence[Neighbour], tenant_id: uuid.UUID | None
+) -> list[SimilarHit]:
+    """The neighbours with their filenames; only ``tenant_id``'s videos when given (so a tenant may
+    get fewer than ``k``: the nearest are found first, then another tenant's are left out)."""
     ids = {n.video_id for n in neighbours}
-    names = dict(session.execute(select(Video.id, Video.filename).where(Video.id.in_(ids))).tuples().all())
-    return [SimilarHit(n, model, names.get(n.video_id)) for n in neighbours]
+    query = select(Video.id, Video.filename).where(Video.id.in_(ids))
+    if tenant_id is not None:
+        query = query.where(Video.tenant_id == tenant_id)
+    names = dict(session.execute(query).tuples().all())
+    return [SimilarHit(n, model, names.get(n.video_id)) for n in neighbours if n.video_id in names]
 
 
-def similar_to_vector(session: Session, *, model: ModelKey, vector: np.ndarray, k: int) -> list[SimilarHit]:
+def _owned(session: Session, video_id: uuid.UUID, tenant_id: uuid.UUID | None) -> bool:
+    owner = session.scalar(select(Video.tenant_id).where(Video.id == video_id))
+    return owner is not None and tenant_id in (None, owner)
+
+
+def similar_to_vector(
+    session: Session, *, model: ModelKey, vector: np.ndarray, k: int, tenant_id: uuid.UUID | None = None
+) -> list[SimilarHit]:
     """The ``k`` windows most like ``vector`` among those ``model`` indexed, best first."""
     neighbours = vector_store(session).nearest(session, model=model, query=vector, k=k)
-    return _hits(session, model, neighbours)
+    return _hits(session, model, neighbours, tenant_id)
 
 
 def similar_to_window(
-    session: Session, *, video_id: uuid.UUID, window_index: int, model_version: str | None, k: int
+    session: Session,
+    *,
+    video_id: uuid.UUID,
+    window_index: int,
+    model_version: str | None,
+    k: int,
+    tenant_id: uuid.UUID | None = None,
 ) -> list[SimilarHit]:
     """The ``k`` windows most like this one (under the latest model that indexed it by default)."""
+    if not _owned(session, video_id, tenant_id):
+        raise QueryNotFoundError(f"no video {video_id}")
     query = select(IndexedWindow).where(
         IndexedWindow.video_id == video_id, IndexedWindow.window_index == window_index
     )
@@ -81,14 +103,20 @@ def similar_to_window(
     if window is None:
         raise QueryNotFoundError(f"video {video_id} has no window {window_index}")
     return _like(
-        session, ModelKey(window.model_name, window.model_version), WindowRef(video_id, window_index), k
+        session,
+        ModelKey(window.model_name, window.model_version),
+        WindowRef(video_id, window_index),
+        k,
+        tenant_id,
     )
 
 
-def similar_to_moment(session: Session, *, moment_id: int, k: int) -> list[SimilarHit]:
+def similar_to_moment(
+    session: Session, *, moment_id: int, k: int, tenant_id: uuid.UUID | None = None
+) -> list[SimilarHit]:
     """The ``k`` windows most like this moment's best window."""
     moment = session.get(LabelSegment, moment_id)
-    if moment is None:
+    if moment is None or not _owned(session, moment.video_id, tenant_id):
         raise QueryNotFoundError(f"no moment {moment_id}")
     model = ModelKey(moment.model_name, moment.model_version)
     index = moment.peak_window
@@ -103,12 +131,16 @@ def similar_to_moment(session: Session, *, moment_id: int, k: int) -> list[Simil
         )
         if index is None:
             raise NoEmbeddingError(f"moment {moment_id} was indexed without window embeddings")
-    return _like(session, model, WindowRef(moment.video_id, index), k)
+    return _like(session, model, WindowRef(moment.video_id, index), k, tenant_id)
 
 
-def _like(session: Session, model: ModelKey, window: WindowRef, k: int) -> list[SimilarHit]:
+def _like(
+    session: Session, model: ModelKey, window: WindowRef, k: int, tenant_id: uuid.UUID | None
+) -> list[SimilarHit]:
     vector = embedding_of(session, model=model, window=window)
     if vector is None:
         raise NoEmbeddingError(f"window {window.window_index} of video {window.video_id} has no embedding")
     store = vector_store(session)
-    return _hits(session, model, store.nearest(session, model=model, query=vector, k=k, exclude=window))
+    return _hits(
+        session, model, store.nearest(session, model=model, query=vector, k=k, exclude=window), tenant_id
+    )

@@ -10,6 +10,7 @@ lookup, so the matching itself runs in Python on both SQLite and PostgreSQL.
 from __future__ import annotations
 
 import difflib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -17,7 +18,7 @@ from enum import IntEnum
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.core.models import VideoLabel
+from services.core.models import Video, VideoLabel
 
 FUZZY_CUTOFF = 0.75  # difflib ratio: one or two typos in a word of eight letters
 
@@ -74,10 +75,15 @@ def find_labels(query: str, vocabulary: Sequence[tuple[str, int]], *, limit: int
     return matches[:limit]
 
 
-def vocabulary(session: Session, *, model_version: str | None = None) -> list[tuple[str, int]]:
-    """Every label in the index and how many videos have it, most common first."""
+def vocabulary(
+    session: Session, *, model_version: str | None = None, tenant_id: uuid.UUID | None = None
+) -> list[tuple[str, int]]:
+    """Every label in the index (``tenant_id``'s videos only, when given) and how many videos have
+    it, most common first."""
     videos = func.count(func.distinct(VideoLabel.video_id))
     query = select(VideoLabel.label, videos).group_by(VideoLabel.label)
+    if tenant_id is not None:
+        query = query.join(Video, Video.id == VideoLabel.video_id).where(Video.tenant_id == tenant_id)
     query = query.order_by(videos.desc(), VideoLabel.label)
     if model_version is not None:
         query = query.where(VideoLabel.model_version == model_version)

@@ -12,6 +12,7 @@ from services.api.main import create_app
 from services.core.apikeys import create_api_key
 from services.core.config import Mode, Settings
 from services.core.db import create_db_engine, session_factory
+from services.core.models import DEFAULT_TENANT_ID, Tenant
 from services.core.queue import INDEX_QUEUE
 from tests.platform_servers import *  # noqa: F403
 
@@ -38,10 +39,13 @@ def platform_settings(
 
 @pytest.fixture()
 def api_key(settings: Settings) -> str:
-    """A new API key in the database ``settings`` names (each test module supplies ``settings``)."""
+    """A new API key in the database ``settings`` names (each test module supplies ``settings``), of
+    the default tenant: the rows tests write directly belong to it."""
     engine = create_db_engine(settings.resolved_database_url)
     with session_factory(engine).begin() as session:
-        _, key = create_api_key(session, settings, name="test")
+        _, key = create_api_key(
+            session, settings, name="test", tenant=session.get_one(Tenant, DEFAULT_TENANT_ID)
+        )
     engine.dispose()
     return key
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from services.api.guard import FORM_OVERHEAD_BYTES
 from services.api.main import create_app
-from services.api.routes.uploads import FORM_OVERHEAD_BYTES
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
 from services.core.indexing.reaper import UNSENT_GRACE_S, Scope, reap_once
@@ -104,12 +104,18 @@ def test_upload_creates_one_job_and_enqueues_its_id(
     assert client.get(f"/v1/jobs/{uuid.uuid4()}").status_code == 404
 
 
-def test_idempotency_key_returns_the_first_job(client: TestClient, videos: list[Path]) -> None:
+def test_idempotency_key_returns_the_first_job_for_the_same_request_only(
+    client: TestClient, settings: Settings, videos: list[Path]
+) -> None:
     first = _upload_with_key(client, videos[1], "key-1")
-    second = _upload_with_key(client, videos[2], "key-1")
+    again = _upload_with_key(client, videos[1], "key-1")
     assert first.status_code == 202
-    assert second.status_code == 200
-    assert second.json()["id"] == first.json()["id"]
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    # The same key with other bytes is another request: refused, and its copy is not kept.
+    other = _upload_with_key(client, videos[2], "key-1")
+    assert other.status_code == 422
+    assert other.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
+    assert len(_bucket_keys(settings)) == 1
     assert _upload_with_key(client, videos[2], "key-2").json()["id"] != first.json()["id"]
 
 

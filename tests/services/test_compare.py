@@ -120,7 +120,8 @@ def test_compare_reports_gained_lost_moved_and_agreement(client: TestClient, set
 def test_compare_rejects_a_version_without_a_name(client: TestClient) -> None:
     response = client.get("/v1/compare", params={"a": "1", "b": "tsm:2"})
     assert response.status_code == 422
-    assert "NAME:VERSION" in response.json()["detail"]
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["query", "a"] and "NAME:VERSION" in error["msg"]
 
 
 def test_moments_pair_by_overlap_within_one_label() -> None:

@@ -41,8 +41,9 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO videos (id, sha256, created_at) "
-                "SELECT md5(:v || i)::uuid, md5(:v || i) || md5(:v || i), now() FROM generate_series(1, :n) i"
+                "INSERT INTO videos (id, tenant_id, sha256, created_at) SELECT md5(:v || i)::uuid,"
+                " '00000000-0000-0000-0000-000000000000', md5(:v || i) || md5(:v || i), now()"
+                " FROM generate_series(1, :n) i"
             ),
             {"v": version, "n": VIDEOS},
         )
@@ -67,9 +68,10 @@ def populated(migrated_postgres_url: str) -> Iterator[Engine]:
         )
         conn.execute(
             text(
-                "INSERT INTO jobs (id, video_id, model_name, model_version, status, reason, attempts,"
-                " progress, options, created_at)"
-                " SELECT md5('job' || :v || i)::uuid, md5(:v || i)::uuid, 'tsm', :v,"
+                "INSERT INTO jobs (id, tenant_id, video_id, model_name, model_version, status, reason,"
+                " attempts, progress, options, created_at)"
+                " SELECT md5('job' || :v || i)::uuid, '00000000-0000-0000-0000-000000000000',"
+                " md5(:v || i)::uuid, 'tsm', :v,"
                 " (ARRAY['succeeded', 'failed', 'queued', 'running'])[i % 4 + 1],"
                 " CASE WHEN i % 4 = 1 THEN 'corrupt' END, 1, 0, '{}',"
                 " now() - i * interval '1 second'"

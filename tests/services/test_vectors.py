@@ -119,7 +119,10 @@ def test_the_nearest_query_on_100k_windows_uses_the_hnsw_index(pgvector_engine: 
     with pgvector_engine.begin() as conn:
         video = uuid.uuid4()
         conn.execute(
-            text("INSERT INTO videos (id, sha256, created_at) VALUES (:v, :sha, now())"),
+            text(
+                "INSERT INTO videos (id, tenant_id, sha256, created_at)"
+                " VALUES (:v, '00000000-0000-0000-0000-000000000000', :sha, now())"
+            ),
             {"v": video, "sha": video.hex * 2},
         )
         conn.execute(

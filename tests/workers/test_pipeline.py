@@ -14,11 +14,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from services.core import signing
 from services.core.config import Settings
 from services.core.db import create_db_engine, upgrade_database
-from services.core.indexing.outbox import SIGNATURE_HEADER
 from services.core.models import Job, JobStatus, LabelSegment, Video, VideoLabel, WindowLabel
-from services.core.security import verify_signature
 from services.core.windows import ScoredWindow, aggregate, label_segments
 from tests import platform_servers, torchserve_server
 from tests.platform_servers import TINY_CROP, TINY_RESIZE, free_port
@@ -417,11 +416,11 @@ def test_an_outage_defers_the_job_without_burning_attempts_until_its_deadline(
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[bytes, str]]] = []
+    received: ClassVar[list[tuple[bytes, dict[str, str]]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((body, self.headers[SIGNATURE_HEADER]))
+        type(self).received.append((body, dict(self.headers.items())))
         # The first delivery fails: the pipeline retries.
         self.send_response(503 if len(type(self).received) == 1 else 204)
         self.end_headers()
@@ -432,7 +431,18 @@ class _Hook(BaseHTTPRequestHandler):
 
 def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, videos: list[Path]) -> None:
     url = _migrated(f"sqlite:///{tmp_path / 'tsmindex.db'}")
-    ctx = build_context(_settings(url, tmp_path, tiny_checkpoint, webhook_secret=SecretStr("s3cret")))
+    secret = signing.new_secret()
+    ctx = build_context(
+        _settings(
+            url,
+            tmp_path,
+            tiny_checkpoint,
+            webhook_secret=SecretStr(secret),
+            # The receiver runs on loopback over plain http: allowed here only.
+            webhook_allow_http=True,
+            webhook_allow_networks=["127.0.0.1/32"],
+        )
+    )
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -452,8 +462,9 @@ def test_webhook_is_signed_and_retried(tmp_path: Path, tiny_checkpoint: Path, vi
         ctx.close()
     assert len(_Hook.received) == 3
     assert json.loads(_Hook.received[2][0])["reason"] == "too_many_attempts"
-    body, signature = _Hook.received[1]
-    assert verify_signature(body, "s3cret", signature)
+    (_, first_headers), (body, headers) = _Hook.received[:2]
+    signing.verify(body, headers, secret)
+    assert first_headers["webhook-id"] == headers["webhook-id"]  # a retry is the same delivery
     payload = json.loads(body)
     assert (payload["job_id"], payload["status"], len(payload["labels"])) == (str(job_id), "succeeded", 3)
 

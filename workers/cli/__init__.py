@@ -6,6 +6,7 @@ imports (torch, av) happen inside the commands so that ``tsmindex --help`` stays
 """
 
 from workers.cli import (  # noqa: F401  (imported for their registrations)
+    apikeys,
     backfill,
     bench_decode,
     bench_faults,

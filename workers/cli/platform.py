@@ -1,4 +1,4 @@
-"""Platform commands: embedded indexing and search, the API, the worker, migrations, API keys, demo."""
+"""Platform commands: embedded indexing and search, the API, the worker, migrations, demo."""
 
 from __future__ import annotations
 
@@ -30,9 +30,7 @@ if TYPE_CHECKING:
     from workers.embedded import IndexedVideo
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.add_typer(apikey_app, name="apikey")
 
 console = Console()
 
@@ -397,27 +395,6 @@ def db_upgrade_cmd(revision: Annotated[str, typer.Argument(help="target revision
     upgrade_database(engine, revision)
     engine.dispose()
     console.print(f"database {make_url(url).render_as_string(hide_password=True)} at {revision}")
-
-
-@apikey_app.command("create")
-def apikey_create_cmd(name: Annotated[str, typer.Argument(help="who or what the key is for")]) -> None:
-    """Create an API key and print it (shown once; only its hash is stored)."""
-    from services.core.apikeys import create_api_key
-    from services.core.db import create_db_engine, session_factory, upgrade_database
-
-    settings = _settings()
-    engine = create_db_engine(settings.resolved_database_url)
-    if engine.dialect.name == "sqlite":
-        upgrade_database(engine)
-    with session_factory(engine).begin() as session:
-        row, key = create_api_key(session, settings, name=name)
-        prefix = row.prefix
-    engine.dispose()
-    typer.echo(key)
-    # The key alone on stdout (scripts capture it); the note on stderr.
-    Console(stderr=True).print(
-        f"[dim]key {prefix}… created for {name!r}; store it now, it is not shown again[/dim]"
-    )
 
 
 @app.command("demo")

@@ -6,10 +6,13 @@ import uuid
 from dataclasses import asdict
 
 from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.deps import ApiKeyDep, ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
+from services.api.deps import ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
+from services.api.guard import BackfillDep, Principal, check_allowed
 from services.api.schemas import (
+    NOT_FOUND,
     BackfillCountsOut,
     BackfillOut,
     BackfillRequest,
@@ -20,6 +23,7 @@ from services.core import backfills
 from services.core.indexing.options import IndexOptions
 from services.core.models import Backfill
 from services.core.queue import enqueue_backfill
+from services.core.tenancy import get_owned
 
 router = APIRouter(prefix="/v1/backfills", tags=["backfills"])
 
@@ -56,7 +60,7 @@ def create_backfill(
     session: SessionDep,
     settings: SettingsDep,
     producer: ProducerDep,
-    _key: ApiKeyDep,
+    caller: BackfillDep,
 ) -> BackfillOut:
     """Index every object under an S3 prefix; a worker lists it, one idempotent job per object, and
     writes the results to `output_uri` (if given) once every job has finished."""
@@ -74,9 +78,11 @@ def create_backfill(
     model = resolve_model(session, settings, body.model)
     end_read(session)
     with session.begin():
+        check_allowed(session, settings, caller, body.source_uri, body.output_uri)
         row = backfills.create_backfill(
             session,
             settings,
+            tenant_id=caller.tenant_id,
             source_uri=body.source_uri,
             filters=filters,
             options=options.to_job_options(),
@@ -90,31 +96,34 @@ def create_backfill(
     return out
 
 
-def _get(session: Session, backfill_id: uuid.UUID) -> Backfill:
-    row = session.get(Backfill, backfill_id, with_for_update=True)
+def _get(session: Session, backfill_id: uuid.UUID, caller: Principal) -> Backfill:
+    row = get_owned(session, Backfill, backfill_id, caller.sees, with_for_update=True)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such backfill")
     return row
 
 
-@router.get("/{backfill_id}")
-def get_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
+@router.get("/{backfill_id}", responses=NOT_FOUND)
+def get_backfill(backfill_id: uuid.UUID, session: SessionDep, caller: BackfillDep) -> BackfillOut:
     """Counts (listed, skipped, queued, succeeded, failed), the cursor and the failed objects."""
     end_read(session)
     with session.begin():
+        owner = session.scalar(select(Backfill.tenant_id).where(Backfill.id == backfill_id))
+        if owner is None or caller.sees not in (None, owner):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such backfill")
         # The counting reads come first: the row lock is held only to store what they found.
         finished = backfills.finished_jobs(session, backfill_id)
         failures = backfills.failures(session, backfill_id)
-        row = _get(session, backfill_id)
+        row = _get(session, backfill_id, caller)
         backfills.refresh(session, row, finished)
         return backfill_out(row, failures)
 
 
-@router.post("/{backfill_id}/cancel")
-def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> BackfillOut:
+@router.post("/{backfill_id}/cancel", responses=NOT_FOUND)
+def cancel_backfill(backfill_id: uuid.UUID, session: SessionDep, caller: BackfillDep) -> BackfillOut:
     """Stop listing and fail the jobs no worker has started (reason ``cancelled``)."""
     end_read(session)
     with session.begin():
-        row = _get(session, backfill_id)
+        row = _get(session, backfill_id, caller)
         backfills.cancel(session, row)
         return backfill_out(row, backfills.failures(session, backfill_id))

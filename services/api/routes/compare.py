@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import ApiKeyDep, SessionDep
+from services.api.deps import SessionDep
+from services.api.guard import ReadDep
 from services.api.schemas import (
     ComparisonOut,
     ModelRef,
@@ -26,7 +28,10 @@ def _version(text: str, field: str) -> ModelVersion:
     try:
         return ModelVersion.parse(text)
     except ModelVersionError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{field}: {exc}") from exc
+        # Shaped like FastAPI's own validation errors, as the OpenAPI description says.
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", field), "msg": f"{field}: {exc}", "input": text}]
+        ) from exc
 
 
 def _moment(m: Moment) -> MomentOut:
@@ -74,7 +79,7 @@ def comparison_out(result: Comparison, limit: int) -> ComparisonOut:
 @router.get("")
 def compare(
     session: SessionDep,
-    _key: ApiKeyDep,
+    caller: ReadDep,
     a: Annotated[str, Query(max_length=401, description="NAME:VERSION, e.g. tsm:1")],
     b: Annotated[str, Query(max_length=401, description="NAME:VERSION, e.g. tsm:2")],
     video_id: Annotated[list[uuid.UUID] | None, Query(max_length=1000, description="only these")] = None,
@@ -83,5 +88,7 @@ def compare(
     """What changed from version `a` to `b` over the videos both indexed (or the `video_id`s given):
     top-1 agreement and mean Jaccard of the label sets, and per changed video the labels gained and
     lost and the moments that moved, appeared or vanished."""
-    result = compare_versions(session, a=_version(a, "a"), b=_version(b, "b"), video_ids=video_id)
+    result = compare_versions(
+        session, a=_version(a, "a"), b=_version(b, "b"), video_ids=video_id, tenant_id=caller.sees
+    )
     return comparison_out(result, limit)

@@ -1,13 +1,17 @@
-"""Liveness, readiness (database, Redis, TorchServe) and Prometheus metrics."""
+"""Liveness, readiness (database, Redis, TorchServe) and Prometheus metrics.
+
+Both health answers are open to anyone, so they name a dependency that is down and nothing else:
+no host, port or exception text (those go to the log)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
 import redis
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -16,6 +20,7 @@ from services.api.deps import SessionDep, SettingsDep
 from services.core.config import Settings
 from services.core.metrics import exposition
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -52,7 +57,7 @@ def _check_torchserve(settings: Settings) -> None:
         raise RuntimeError(f"TorchServe reports {response.text[:200]}")
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "a dependency is down: `checks` names it"}})
 async def readyz(session: SessionDep, settings: SettingsDep, response: Response) -> dict[str, Any]:
     checks: dict[str, str] = {}
 
@@ -66,15 +71,20 @@ async def readyz(session: SessionDep, settings: SettingsDep, response: Response)
         try:
             await run_in_threadpool(probe)
             checks[name] = "ok"
-        except Exception as exc:  # any failure means not ready; the reason is reported
-            checks[name] = f"{type(exc).__name__}: {exc}"[:300]
+        except Exception:  # any failure means not ready; the cause is logged, not answered
+            log.warning("readiness: %s is down", name, exc_info=True)
+            checks[name] = "down"
     ready = all(v == "ok" for v in checks.values())
     response.status_code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
     return {"status": "ready" if ready else "not_ready", "checks": checks}
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
-    """This process's metrics, then the shared state read at scrape time (queue, jobs, backfills)."""
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    """This process's metrics, then the shared state read at scrape time (queue, jobs, backfills).
+
+    Served here unless ``api_metrics_port`` gives them a port of their own."""
+    if settings.api_metrics_port:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
     body = exposition(request.app.state.metrics_registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -9,10 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import Select, and_, or_, select
 
-from services.api.deps import ApiKeyDep, SessionDep
-from services.api.schemas import JobOut, JobPage, ModelRef
+from services.api.deps import SessionDep, invalid_cursor
+from services.api.guard import ReadDep
+from services.api.schemas import NOT_FOUND, JobOut, JobPage, ModelRef
 from services.core import search
 from services.core.models import Job, JobStatus
+from services.core.tenancy import get_owned, scoped
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -42,9 +44,9 @@ def job_out(job: Job, *, duplicate: bool = False) -> JobOut:
     )
 
 
-@router.get("/{job_id}")
-def get_job(job_id: uuid.UUID, session: SessionDep, _key: ApiKeyDep) -> JobOut:
-    job = session.get(Job, job_id)
+@router.get("/{job_id}", responses=NOT_FOUND)
+def get_job(job_id: uuid.UUID, session: SessionDep, caller: ReadDep) -> JobOut:
+    job = get_owned(session, Job, job_id, caller.sees)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
     return job_out(job)
@@ -55,14 +57,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at, job_id = search.decode_cursor(cursor, 2)
         return datetime.fromisoformat(created_at), uuid.UUID(str(job_id))
     except (ValueError, TypeError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+        raise invalid_cursor(cursor) from exc
 
 
 def jobs_query(
-    status_: str | None, reason: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+    status_: str | None,
+    reason: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    tenant_id: uuid.UUID | None = None,
 ) -> Select[tuple[Job]]:
     """Jobs newest first (keyset pages on created_at, id), served by the jobs' listing indexes."""
-    query = select(Job)
+    query = scoped(select(Job), Job.tenant_id, tenant_id)
     if status_ is not None:
         query = query.where(Job.status == status_)
     if reason is not None:
@@ -78,7 +84,7 @@ def jobs_query(
 @router.get("")
 def list_jobs(
     session: SessionDep,
-    _key: ApiKeyDep,
+    caller: ReadDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     reason: Annotated[str | None, Query(max_length=64, description="a failure reason, e.g. corrupt")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="the last `next_cursor`")] = None,
@@ -86,7 +92,7 @@ def list_jobs(
 ) -> JobPage:
     """Jobs newest first, optionally only those with a `status` (and a failure `reason`)."""
     after = _decode_cursor(cursor) if cursor is not None else None
-    jobs = session.scalars(jobs_query(status_, reason, after, limit + 1)).all()
+    jobs = session.scalars(jobs_query(status_, reason, after, limit + 1, caller.sees)).all()
     return JobPage(
         items=[job_out(job) for job in jobs[:limit]],
         next_cursor=(

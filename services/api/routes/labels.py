@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.api.deps import ApiKeyDep, SessionDep
+from services.api.deps import SessionDep
+from services.api.guard import ReadDep
 from services.api.schemas import LabelCount, LabelsOut
 from services.core import vocabulary
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/v1/labels", tags=["labels"])
 @router.get("")
 def list_labels(
     session: SessionDep,
-    _key: ApiKeyDep,
+    caller: ReadDep,
     q: Annotated[
         str | None,
         Query(min_length=1, max_length=200, description="find labels: prefix, substring or near spelling"),
@@ -26,7 +27,7 @@ def list_labels(
 ) -> LabelsOut:
     """Labels in the index and how many videos have each; with `q`, those matching it, best first
     (the exact label, then prefixes, word prefixes, substrings, near spellings)."""
-    labels = vocabulary.vocabulary(session, model_version=model_version)
+    labels = vocabulary.vocabulary(session, model_version=model_version, tenant_id=caller.sees)
     if q is None:
         return LabelsOut(items=[LabelCount(label=label, videos=count) for label, count in labels[:limit]])
     matches = vocabulary.find_labels(q, labels, limit=limit)

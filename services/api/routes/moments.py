@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import ApiKeyDep, SearchDep, SessionDep
+from services.api.deps import SearchDep, SessionDep
+from services.api.guard import ReadDep
 from services.api.routes.windows import thumbnail_url
 from services.api.schemas import ModelRef, MomentHit, MomentPage
 from services.core import search
+from services.core.models import Video
+from services.core.tenancy import scoped
 
 router = APIRouter(prefix="/v1/moments", tags=["search"])
 
 
 @router.get("")
-def search_moments(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> MomentPage:
+def search_moments(session: SessionDep, caller: ReadDep, params: SearchDep) -> MomentPage:
     """Where `label` happens: runs of consecutive windows that each have it among their top labels
     (the job's `top_k`), ranked by their best window's score, with start and end (ms). Repeat
     `label` for several (`match=any|all`); `start_s`/`end_s` keep the moments overlapping that span."""
-    rows, next_cursor = search.split_page(session.execute(search.moment_hits(params)).all(), params)
+    query = scoped(search.moment_hits(params), Video.tenant_id, caller.sees)
+    rows, next_cursor = search.split_page(session.execute(query).all(), params)
     items = [
         MomentHit(
             id=segment.id,

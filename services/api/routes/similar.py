@@ -12,7 +12,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from services.api.deps import ApiKeyDep, SessionDep, SettingsDep
+from services.api.deps import SessionDep, SettingsDep
+from services.api.guard import ReadDep
 from services.api.routes.windows import ModelVersionQuery, thumbnail_url
 from services.api.schemas import ModelRef, SimilarHit, SimilarPage
 from services.core import similar
@@ -75,11 +76,11 @@ def _answer(query: similar.SimilarError) -> None:
 
 @router.get("/v1/moments/{moment_id}/similar", responses={404: {}, 422: {}})
 def moments_like_moment(
-    moment_id: int, session: SessionDep, _key: ApiKeyDep, limit: LimitQuery = 10
+    moment_id: int, session: SessionDep, caller: ReadDep, limit: LimitQuery = 10
 ) -> SimilarPage:
     """Windows most like this moment's best window, by cosine similarity of clip embeddings."""
     try:
-        return _page(similar.similar_to_moment(session, moment_id=moment_id, k=limit))
+        return _page(similar.similar_to_moment(session, moment_id=moment_id, k=limit, tenant_id=caller.sees))
     except similar.SimilarError as exc:
         _answer(exc)
         raise
@@ -90,14 +91,19 @@ def moments_like_window(
     video_id: uuid.UUID,
     window_index: int,
     session: SessionDep,
-    _key: ApiKeyDep,
+    caller: ReadDep,
     model_version: ModelVersionQuery = None,
     limit: LimitQuery = 10,
 ) -> SimilarPage:
     """Windows most like this window of this video."""
     try:
         hits = similar.similar_to_window(
-            session, video_id=video_id, window_index=window_index, model_version=model_version, k=limit
+            session,
+            video_id=video_id,
+            window_index=window_index,
+            model_version=model_version,
+            k=limit,
+            tenant_id=caller.sees,
         )
     except similar.SimilarError as exc:
         _answer(exc)
@@ -105,9 +111,11 @@ def moments_like_window(
     return _page(hits)
 
 
-@router.post("/v1/moments/similar", openapi_extra=CLIP_FORM, responses={413: {}, 415: {}, 422: {}, 503: {}})
+@router.post(
+    "/v1/moments/similar", openapi_extra=CLIP_FORM, responses={411: {}, 413: {}, 415: {}, 422: {}, 503: {}}
+)
 async def moments_like_clip(
-    request: Request, session: SessionDep, settings: SettingsDep, _key: ApiKeyDep, limit: LimitQuery = 10
+    request: Request, session: SessionDep, settings: SettingsDep, caller: ReadDep, limit: LimitQuery = 10
 ) -> SimilarPage:
     """Windows most like an uploaded clip (multipart `file`), sampled as one window and embedded by
     the model that indexed the archive."""
@@ -119,7 +127,9 @@ async def moments_like_clip(
         )
     limit_bytes = min(settings.max_upload_bytes, QUERY_CLIP_MAX_BYTES)
     declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit() or int(declared) > limit_bytes:
+    if declared is None or not declared.isdigit():
+        raise HTTPException(status.HTTP_411_LENGTH_REQUIRED, "send the clip with a Content-Length")
+    if int(declared) > limit_bytes:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"send a clip of at most {limit_bytes} bytes")
     form = await request.form(max_files=1, max_fields=2)
     try:
@@ -136,7 +146,9 @@ async def moments_like_clip(
             try:
                 model, vector = await run_in_threadpool(embedder, path)
                 hits = await run_in_threadpool(
-                    lambda: similar.similar_to_vector(session, model=model, vector=vector, k=limit)
+                    lambda: similar.similar_to_vector(
+                        session, model=model, vector=vector, k=limit, tenant_id=caller.sees
+                    )
                 )
             except similar.SimilarError as exc:
                 _answer(exc)

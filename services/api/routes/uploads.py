@@ -9,6 +9,8 @@ the reaper sends it later.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -21,10 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
-from starlette.types import Message, Receive
 
 from services.api.deps import (
-    ApiKeyDep,
     ProducerDep,
     SessionDep,
     SettingsDep,
@@ -33,15 +33,17 @@ from services.api.deps import (
     end_read,
     resolve_model,
 )
+from services.api.guard import Principal, WriteDep, check_allowed
 from services.api.routes.jobs import job_out
 from services.api.schemas import JobOut, SourceRequest
-from services.core import metrics
+from services.core import metrics, webhooks
 from services.core.config import Settings
 from services.core.db import dialect_insert
 from services.core.indexing import jobs
 from services.core.indexing.errors import reason_for
 from services.core.indexing.options import IndexOptions
-from services.core.models import IdempotencyKey, Job
+from services.core.models import IdempotencyKey, Job, Video
+from services.core.outbound import redact_url
 from services.core.queue import enqueue_index_video
 from services.core.sniff import SNIFF_BYTES, looks_like_video
 from services.core.storage import (
@@ -57,8 +59,6 @@ from services.core.versions import ModelVersion
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
-FORM_OVERHEAD_BYTES = 1024 * 1024  # multipart boundaries and option fields around the file
-MAX_JSON_BYTES = 64 * 1024
 OPTION_FIELDS = ("window_s", "top_k", "min_score", "include", "exclude", "webhook_url", "sampling")
 MODEL_FIELD = "model"  # NAME or NAME:VERSION of a served model
 RETRY_AFTER_S = "5"
@@ -125,28 +125,22 @@ async def create_video(
     storage: StorageDep,
     producer: ProducerDep,
     s3: SourceS3Dep,
-    api_key: ApiKeyDep,
+    caller: WriteDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
-    """Submit a video: a multipart `file` upload, or JSON `{"source_uri": "s3://bucket/key"}`."""
-    if idempotency_key is not None:
-        known = await run_in_threadpool(session.get, IdempotencyKey, (api_key.id, idempotency_key))
-        if known is not None:
-            job = await run_in_threadpool(session.get_one, Job, known.job_id)
-            response.status_code = status.HTTP_200_OK
-            response.headers["Location"] = f"/v1/jobs/{job.id}"
-            return job_out(job, duplicate=True)
+    """Submit a video: a multipart `file` upload, or JSON `{"source_uri": "s3://bucket/key"}`.
+
+    An `Idempotency-Key` answers its first job again for the same request (same bytes or source,
+    same options) and 422 for a different one."""
     await run_in_threadpool(end_read, session)  # no connection held while the body streams
 
     content_type = request.headers.get("content-type", "")
     slots: UploadSlots = request.app.state.upload_slots
     async with slots.take():
         if content_type.startswith("multipart/form-data"):
-            submission = await _accept_upload(
-                request, session, settings, storage, api_key.id, idempotency_key
-            )
+            submission = await _accept_upload(request, session, settings, storage, caller, idempotency_key)
         elif content_type.startswith("application/json"):
-            submission = await _accept_source(request, session, settings, s3, api_key.id, idempotency_key)
+            submission = await _accept_source(request, session, settings, s3, caller, idempotency_key)
         else:
             raise HTTPException(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -179,24 +173,36 @@ def _register(
     session: Session,
     settings: Settings,
     *,
-    api_key_id: uuid.UUID,
+    caller: Principal,
     idempotency_key: str | None,
     options: IndexOptions,
     model: ModelVersion,
     video: jobs.VideoSpec,
 ) -> jobs.Submission:
-    """The video and its job for ``model`` (a served version), in one transaction."""
+    """The video and its job for ``model`` (a served version), in one transaction, in the caller's
+    tenant; a known idempotency key answers its job (same request) or 422 (another one)."""
+    fingerprint = request_fingerprint(video.sha256 or video.source_uri or "", options)
     with session.begin():
+        if idempotency_key is not None:
+            known = session.get(IdempotencyKey, (caller.key_id, idempotency_key))
+            if known is not None:
+                return _replay(session, known, fingerprint, video.storage_key)
         submission = jobs.submit(
             session=session,
             video=video,
             model=model,
             options=options.to_job_options(),
+            tenant_id=caller.tenant_id,
         )
         if idempotency_key is not None:
             session.execute(
                 dialect_insert(session, IdempotencyKey)
-                .values(api_key_id=api_key_id, key=idempotency_key, job_id=submission.job.id)
+                .values(
+                    api_key_id=caller.key_id,
+                    key=idempotency_key,
+                    fingerprint=fingerprint,
+                    job_id=submission.job.id,
+                )
                 .on_conflict_do_nothing()
             )
         return submission
@@ -211,6 +217,32 @@ def _served_model(session: Session, settings: Settings, requested: str | None) -
         end_read(session)
 
 
+def request_fingerprint(content: str, options: IndexOptions) -> str:
+    """What an idempotency key is bound to: the bytes' digest (or the source URI) and the options."""
+    canonical = json.dumps({"content": content, "options": options.to_job_options()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(
+    session: Session, known: IdempotencyKey, fingerprint: str, storage_key: str | None
+) -> jobs.Submission:
+    if known.fingerprint is not None and known.fingerprint != fingerprint:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("header", "idempotency-key"),
+                    "msg": "this Idempotency-Key was used with a different request",
+                    "input": known.key,
+                }
+            ]
+        )
+    job = session.get_one(Job, known.job_id)
+    video = session.get_one(Video, job.video_id)
+    orphan = storage_key if storage_key is not None and storage_key != video.storage_key else None
+    return jobs.Submission(job, video, False, True, False, False, orphan)
+
+
 def _parse_options(data: dict[str, Any]) -> IndexOptions:
     try:
         return IndexOptions.model_validate(data)
@@ -219,14 +251,22 @@ def _parse_options(data: dict[str, Any]) -> IndexOptions:
 
 
 def _check_webhook(options: IndexOptions, settings: Settings) -> None:
-    if options.webhook_url is not None and settings.webhook_secret is None:
+    if options.webhook_url is None:
+        return
+    url = str(options.webhook_url)
+    problem = (
+        "webhooks are disabled: the server has no TSMINDEX_WEBHOOK_SECRET"
+        if settings.webhook_secret is None
+        else webhooks.precheck(url, webhooks.policy_of(settings))
+    )
+    if problem is not None:
         raise RequestValidationError(
             [
                 {
                     "type": "value_error",
                     "loc": ("body", "webhook_url"),
-                    "msg": "webhooks are disabled: the server has no TSMINDEX_WEBHOOK_SECRET",
-                    "input": str(options.webhook_url),
+                    "msg": problem,
+                    "input": redact_url(url),
                 }
             ]
         )
@@ -234,22 +274,6 @@ def _check_webhook(options: IndexOptions, settings: Settings) -> None:
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"uploads are limited to {limit} bytes")
-
-
-def _limited_receive(receive: Receive, limit: int, max_upload_bytes: int) -> Receive:
-    """``receive`` that raises 413 once the request body passes ``limit`` bytes."""
-    received = 0
-
-    async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _too_large(max_upload_bytes)
-        return message
-
-    return limited
 
 
 def _missing_file() -> RequestValidationError:
@@ -263,17 +287,12 @@ async def _accept_upload(
     session: Session,
     settings: Settings,
     storage: StorageDep,
-    api_key_id: uuid.UUID,
+    caller: Principal,
     idempotency_key: str | None,
 ) -> jobs.Submission:
-    limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(settings.max_upload_bytes)
     # Starlette spools the file part to a temporary file on disk past 1 MB, never whole in memory;
-    # a body sent without a length (chunked) is cut off as soon as it passes the limit.
-    body = Request(request.scope, _limited_receive(request.receive, limit, settings.max_upload_bytes))
-    form = await body.form(max_files=1, max_fields=len(OPTION_FIELDS) + 6)
+    # the guard has already cut off a body longer than the upload limit allows.
+    form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 6)
     try:
         upload = form.get("file")
         fields = {
@@ -314,7 +333,7 @@ async def _accept_upload(
                 lambda: _register(
                     session,
                     settings,
-                    api_key_id=api_key_id,
+                    caller=caller,
                     idempotency_key=idempotency_key,
                     options=options,
                     model=model,
@@ -333,17 +352,21 @@ async def _accept_source(
     session: Session,
     settings: Settings,
     s3: Any,
-    api_key_id: uuid.UUID,
+    caller: Principal,
     idempotency_key: str | None,
 ) -> jobs.Submission:
-    body = await request.body()
-    if len(body) > MAX_JSON_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "JSON body too large")
+    body = await request.body()  # at most max_json_bytes: the guard counts it as it streams
     try:
         source = SourceRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from exc
+        # The same "loc" as FastAPI's own body errors, and no "input": it may not even be UTF-8.
+        errors = [
+            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise RequestValidationError(errors) from exc
     _check_webhook(source, settings)
+    # Before any S3 call: a refusal says nothing about whether the object exists.
+    await run_in_threadpool(lambda: check_allowed(session, settings, caller, source.source_uri))
     model = await run_in_threadpool(_served_model, session, settings, source.model)
     version = await run_in_threadpool(_source_version, s3, source.source_uri)
     spec = jobs.VideoSpec(source_uri=source.source_uri, source_etag=version.etag or None)
@@ -351,7 +374,7 @@ async def _accept_source(
         lambda: _register(
             session,
             settings,
-            api_key_id=api_key_id,
+            caller=caller,
             idempotency_key=idempotency_key,
             options=source,
             model=model,

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
-from services.api.deps import ApiKeyDep, SearchDep, SessionDep, SettingsDep, StorageDep, end_read
+from services.api.deps import SearchDep, SessionDep, SettingsDep, StorageDep, end_read
+from services.api.guard import ReadDep, WriteDep
 from services.api.routes.jobs import job_out
 from services.api.routes.windows import thumbnail_url
 from services.api.schemas import (
+    NOT_FOUND,
     LabelOut,
     ModelRef,
     SearchHit,
@@ -30,17 +32,19 @@ from services.core.models import (
     WindowLabel,
     label_rows,
 )
+from services.core.tenancy import get_owned, scoped
 from services.core.thumbnails import thumbnail_keys
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
 @router.get("")
-def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> SearchPage:
+def search_videos(session: SessionDep, caller: ReadDep, params: SearchDep) -> SearchPage:
     """Videos whose label scores at least `min_score`, best first: by the best window's score
     (`sort=peak`, the default) or the mean over all windows (`sort=mean`). Repeat `label` for
     several (`match=any|all`). `GET /v1/moments` answers the same per time window."""
-    rows, next_cursor = search.split_page(session.execute(search.video_hits(params)).all(), params)
+    query = scoped(search.video_hits(params), Video.tenant_id, caller.sees)
+    rows, next_cursor = search.split_page(session.execute(query).all(), params)
     items = [
         SearchHit(
             video_id=video.id,
@@ -58,16 +62,16 @@ def search_videos(session: SessionDep, _key: ApiKeyDep, params: SearchDep) -> Se
     return SearchPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{video_id}")
+@router.get("/{video_id}", responses=NOT_FOUND)
 def get_video(
     video_id: uuid.UUID,
     session: SessionDep,
     settings: SettingsDep,
-    _key: ApiKeyDep,
+    caller: ReadDep,
     model_version: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VideoOut:
     """Metadata, video-level labels and the per-window timeline (latest indexed model by default)."""
-    video = session.get(Video, video_id)
+    video = get_owned(session, Video, video_id, caller.sees)
     if video is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
     jobs = session.scalars(select(Job).where(Job.video_id == video_id).order_by(Job.created_at.desc())).all()
@@ -141,12 +145,12 @@ def get_video(
     )
 
 
-@router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, _key: ApiKeyDep) -> None:
+@router.delete("/{video_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+def delete_video(video_id: uuid.UUID, session: SessionDep, storage: StorageDep, caller: WriteDep) -> None:
     """Remove the video, its jobs, labels and windows, our stored copy of its bytes and its thumbnails."""
     end_read(session)
     with session.begin():
-        video = session.get(Video, video_id)
+        video = get_owned(session, Video, video_id, caller.sees)
         if video is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such video")
         storage_key = video.storage_key

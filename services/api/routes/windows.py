@@ -11,9 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.deps import ApiKeyDep, SessionDep, StorageDep
-from services.core.models import IndexedWindow
+from services.api.deps import SessionDep, StorageDep
+from services.api.guard import ReadDep
+from services.core.models import IndexedWindow, Video
 from services.core.storage import ObjectNotFoundError, StorageError
+from services.core.tenancy import get_owned
 from services.core.thumbnails import CONTENT_TYPE
 
 router = APIRouter(prefix="/v1/videos/{video_id}/windows", tags=["videos"])
@@ -56,10 +58,12 @@ async def get_thumbnail(
     window_index: int,
     session: SessionDep,
     storage: StorageDep,
-    _key: ApiKeyDep,
+    caller: ReadDep,
     model_version: ModelVersionQuery = None,
 ) -> Response:
     """The window's thumbnail: its clip's middle frame, as the model saw it."""
+    if await run_in_threadpool(get_owned, session, Video, video_id, caller.sees) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such window")
     window = await run_in_threadpool(find_window, session, video_id, window_index, model_version)
     if window.thumbnail_key is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this window has no thumbnail")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from services.core import served
 from services.core.backfills.listing import ListedObject, as_utc
 from services.core.config import Settings
-from services.core.models import Backfill
+from services.core.models import DEFAULT_TENANT_ID, Backfill
 from services.core.versions import ModelVersion
 
 VIDEO_EXTENSIONS = (
@@ -137,6 +138,7 @@ def create_backfill(
     options: dict[str, Any] | None = None,
     output_uri: str | None = None,
     model: ModelVersion | None = None,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> Backfill:
     """A new backfill row for ``model`` (default: the served default, ``served.resolve``)."""
     model = model or served.resolve(session, settings)
@@ -144,6 +146,7 @@ def create_backfill(
     if output_uri is not None:
         parse_prefix_uri(output_uri)
     backfill = Backfill(
+        tenant_id=tenant_id,
         source_uri=f"s3://{bucket}/{prefix}",
         status=BackfillStatus.listing,
         bucket=bucket,

@@ -29,7 +29,7 @@ from services.core.db import dialect_insert
 from services.core.indexing import outbox
 from services.core.indexing.errors import BrokerUnavailableError, IndexingError
 from services.core.indexing.reasons import FailureReason
-from services.core.models import Job, JobStatus, Video, WebhookDelivery
+from services.core.models import DEFAULT_TENANT_ID, Job, JobStatus, Video, WebhookDelivery
 from services.core.versions import ModelVersion
 
 FINAL = (JobStatus.succeeded, JobStatus.failed)
@@ -83,6 +83,7 @@ def submit(
     options: dict[str, Any],
     backfill_id: uuid.UUID | None = None,
     retry_failed: bool = True,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> Submission:
     """Find or create the video and its job for ``model``; see ``submit_many``."""
     return submit_many(
@@ -92,6 +93,7 @@ def submit(
         options=options,
         backfill_id=backfill_id,
         retry_failed=retry_failed,
+        tenant_id=tenant_id,
     )[0]
 
 
@@ -103,18 +105,20 @@ def submit_many(
     options: dict[str, Any],
     backfill_id: uuid.UUID | None = None,
     retry_failed: bool = True,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> list[Submission]:
     """Videos and jobs in one statement each (concurrent submitters never collide: inserts skip
     rows another wrote first). An existing job is requeued when it failed (``retry_failed``) or
     its content changed; a queued job is sent again (its message may be lost); a running one whose
-    lease expired is sent again so that a worker takes it over."""
+    lease expired is sent again so that a worker takes it over. Videos are ``tenant_id``'s: content
+    is deduplicated per tenant, and another tenant's video or job is never found or changed."""
     if not videos:
         return []
     now = utcnow()
-    _free_moved_uris(session, videos)
-    by_key = _upsert_videos(session, videos, now)
+    _free_moved_uris(session, videos, tenant_id)
+    by_key = _upsert_videos(session, videos, now, tenant_id)
     rows = [by_key[_key(spec)] for spec in videos]
-    new_jobs = _insert_jobs(session, rows, model, options, backfill_id, now)
+    new_jobs = _insert_jobs(session, rows, model, options, backfill_id, now, tenant_id)
     jobs = {
         job.video_id: job
         for job in session.scalars(
@@ -144,20 +148,24 @@ def _key(spec: VideoSpec) -> tuple[str, str]:
     return ("sha256", spec.sha256) if spec.sha256 is not None else ("uri", spec.source_uri or "")
 
 
-def _free_moved_uris(session: Session, videos: Sequence[VideoSpec]) -> None:
+def _free_moved_uris(session: Session, videos: Sequence[VideoSpec], tenant_id: uuid.UUID) -> None:
     """A local file now holds other bytes than the video that names it: that video loses the URI."""
     for spec in videos:
         if spec.sha256 is not None and spec.source_uri is not None:
             session.execute(
                 update(Video)
-                .where(Video.source_uri == spec.source_uri, Video.sha256.is_distinct_from(spec.sha256))
+                .where(
+                    Video.tenant_id == tenant_id,
+                    Video.source_uri == spec.source_uri,
+                    Video.sha256.is_distinct_from(spec.sha256),
+                )
                 .values(source_uri=None)
                 .execution_options(synchronize_session=False)
             )
 
 
 def _upsert_videos(
-    session: Session, videos: Sequence[VideoSpec], now: datetime
+    session: Session, videos: Sequence[VideoSpec], now: datetime, tenant_id: uuid.UUID
 ) -> dict[tuple[str, str], tuple[Video, bool]]:
     shas = [v.sha256 for v in videos if v.sha256 is not None]
     uris = [v.source_uri for v in videos if v.sha256 is None and v.source_uri is not None]
@@ -168,6 +176,7 @@ def _upsert_videos(
                 [
                     {
                         "id": uuid.uuid4(),
+                        "tenant_id": tenant_id,
                         "sha256": v.sha256,
                         "storage_key": v.storage_key,
                         "source_uri": v.source_uri,
@@ -185,10 +194,14 @@ def _upsert_videos(
     )
     found: dict[tuple[str, str], tuple[Video, bool]] = {}
     if shas:
-        for video in session.scalars(select(Video).where(Video.sha256.in_(shas))):
+        for video in session.scalars(
+            select(Video).where(Video.tenant_id == tenant_id, Video.sha256.in_(shas))
+        ):
             found[("sha256", video.sha256 or "")] = (video, video.id not in inserted)
     if uris:
-        for video in session.scalars(select(Video).where(Video.source_uri.in_(uris))):
+        for video in session.scalars(
+            select(Video).where(Video.tenant_id == tenant_id, Video.source_uri.in_(uris))
+        ):
             found[("uri", video.source_uri or "")] = (video, video.id not in inserted)
     return found
 
@@ -200,10 +213,12 @@ def _insert_jobs(
     options: dict[str, Any],
     backfill_id: uuid.UUID | None,
     now: datetime,
+    tenant_id: uuid.UUID,
 ) -> set[uuid.UUID]:
     values = [
         {
             "id": uuid.uuid4(),
+            "tenant_id": tenant_id,
             "video_id": video.id,
             "model_name": model.name,
             "model_version": model.version,

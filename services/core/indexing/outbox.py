@@ -8,27 +8,21 @@ row's lock while it posts, so two deliverers never send the same row.
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.core import webhooks
 from services.core.config import Settings
 from services.core.db import dialect_insert
 from services.core.models import Job, WebhookDelivery
-from services.core.security import sign_body
 
 log = logging.getLogger(__name__)
-
-SIGNATURE_HEADER = "X-Tsmindex-Signature"
 
 
 def _now() -> datetime:
@@ -93,57 +87,34 @@ def deliver_due(
             row = session.scalar(query)
             if row is None:
                 return delivered
-            delivered += _attempt(row, settings)
+            delivered += _attempt(session, row, settings)
     return delivered
 
 
-def _attempt(row: WebhookDelivery, settings: Settings) -> int:
+def _attempt(session: Session, row: WebhookDelivery, settings: Settings) -> int:
     row.attempts += 1
-    if settings.webhook_secret is None:
+    secret = webhooks.secret_for(session, row.job_id, settings)
+    if secret is None:
         row.gave_up_at = _now()
         row.last_error = "TSMINDEX_WEBHOOK_SECRET is not set"
-        log.warning("webhook %s not sent: TSMINDEX_WEBHOOK_SECRET is not set", row.url)
+        log.warning("webhook of job %s not sent: TSMINDEX_WEBHOOK_SECRET is not set", row.job_id)
         return 0
-    error, refused = post_webhook(
+    result = webhooks.deliver(
         row.url,
         row.payload,
-        secret=settings.webhook_secret.get_secret_value(),
+        secret=secret,
+        # The same id on every round: receivers drop a delivery they have already handled.
+        delivery_id=f"msg_{row.job_id.hex}_{row.outcome}",
+        policy=webhooks.policy_of(settings),
         attempts=settings.webhook_attempts,
-        timeout_s=settings.io_timeout_s,
     )
-    if error is None:
+    if result.outcome is webhooks.Outcome.delivered:
         row.delivered_at = _now()
         return 1
-    row.last_error = error[:2000]
-    if refused or row.attempts >= settings.webhook_max_rounds:
+    row.last_error = result.detail
+    if result.outcome is webhooks.Outcome.give_up or row.attempts >= settings.webhook_max_rounds:
         row.gave_up_at = _now()
     else:
         delay = min(settings.webhook_retry_cap_s, settings.webhook_retry_base_s * 2 ** (row.attempts - 1))
         row.next_attempt_at = _now() + timedelta(seconds=delay)
     return 0
-
-
-def post_webhook(
-    url: str, payload: dict[str, Any], *, secret: str, attempts: int, timeout_s: float, backoff_s: float = 0.5
-) -> tuple[str | None, bool]:
-    """POST the HMAC-signed JSON body; retries transport errors, 429 and 5xx with backoff.
-    Returns (None, False) once delivered, else what went wrong last and whether the receiver
-    refused it for good (a 4xx other than 429: sending it again cannot help)."""
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign_body(body, secret)}
-    error = "not tried"
-    for attempt in range(1, attempts + 1):
-        try:
-            response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.is_success:
-                return None, False
-            error = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                return error, True
-        log.warning("webhook %s attempt %d: %s", url, attempt, error)
-        if attempt < attempts:
-            time.sleep(backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-    return error, False

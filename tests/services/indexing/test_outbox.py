@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.core import signing
 from services.core.config import Settings
 from services.core.indexing import jobs, outbox
 from services.core.indexing.reaper import Scope, reap_once
 from services.core.models import WebhookDelivery
-from services.core.security import verify_signature
 from tests.services.indexing.conftest import MakeJob
 
 
@@ -32,7 +32,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                assert verify_signature(body, "s3cret", self.headers[outbox.SIGNATURE_HEADER])
+                signing.verify(body, dict(self.headers.items()), "s3cret")
                 receiver.bodies.append(json.loads(body))
                 self.send_response(receiver.statuses.pop(0) if receiver.statuses else 204)
                 self.end_headers()
@@ -56,7 +56,14 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture()
 def hook_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"webhook_secret": SecretStr("s3cret"), "webhook_attempts": 1, "webhook_retry_base_s": 1.0}
+        update={
+            "webhook_secret": SecretStr("s3cret"),
+            "webhook_attempts": 1,
+            "webhook_retry_base_s": 1.0,
+            # The receiver is on loopback over plain http: allowed in this test only.
+            "webhook_allow_http": True,
+            "webhook_allow_networks": ["127.0.0.1/32"],
+        }
     )
 
 
