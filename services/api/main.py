@@ -6,13 +6,16 @@ does not answer, or too many uploads at once answer 503 with ``Retry-After``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import redis
 import sqlalchemy.exc
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
@@ -139,11 +142,19 @@ def create_app(settings: Settings | None = None, *, clip_embedder: ClipEmbedder 
     ):
         app.add_exception_handler(error, _unavailable)
     app.add_exception_handler(IndexingError, _unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid)
     return app
 
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "10"
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, written as ASCII JSON: an input with a lone surrogate cannot crash it (500)."""
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, media_type="application/json")
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
