@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
@@ -124,7 +124,7 @@ def _model_filter(model: str | None) -> tuple[str | None, str | None]:
     try:
         wanted = ModelVersion.parse(model)
     except ModelVersionError as exc:
-        raise _query_error("model", str(exc), model) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     return wanted.name, wanted.version
 
 

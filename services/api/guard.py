@@ -185,10 +185,6 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if b"%00" in scope.get("query_string", b""):
-            # No database stores a NUL in text: refused here rather than failing there (500).
-            await _send_json(send, 400, "NUL characters are not accepted in a query")
-            return
         limit = body_limit(scope, self.settings)
         declared = _header(scope, b"content-length")
         principal: Principal | None = None
@@ -210,6 +206,10 @@ class GuardMiddleware:
                 await _send_json(send, 401, refusal, {"WWW-Authenticate": "Bearer"})
                 return
             scope.setdefault("state", {})["principal"] = principal
+        if _has_nul(scope):
+            # No text column takes NUL (PostgreSQL refuses it): the caller's mistake, not a 500.
+            await _send_json(send, 400, "the URL may not contain NUL characters")
+            return
         if declared is not None and declared.isdigit() and int(declared) > limit.max_bytes:
             await _send_json(send, 413, limit.message)
             return
@@ -259,6 +259,11 @@ class GuardMiddleware:
             if started:
                 raise
             await _send_json(send, 413, exc.limit.message)
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 async def _too_many(send: Send, decision: Decision, detail: str) -> None:

@@ -10,6 +10,13 @@ from pydantic import BaseModel, Field, field_validator
 
 from services.core.indexing.options import IndexOptions
 
+MODEL_FIELD = Field(
+    default=None,
+    max_length=401,
+    description="a served model, NAME or NAME:VERSION (default: the served default version)",
+)
+
+
 # A valid S3 bucket name (3-63 lowercase letters, digits, dots and hyphens): anything else is the
 # caller's mistake (422), never a storage error.
 S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
@@ -23,13 +30,6 @@ def _check_bucket(uri: str | None) -> str | None:
     if ".." in bucket or "-." in bucket or ".-" in bucket or bucket.replace(".", "").isdigit():
         raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
     return uri
-
-
-MODEL_FIELD = Field(
-    default=None,
-    max_length=401,
-    description="a served model, NAME or NAME:VERSION (default: the served default version)",
-)
 
 
 class SourceRequest(IndexOptions):

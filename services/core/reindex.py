@@ -18,7 +18,7 @@ from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.backfills import BackfillKind, BackfillStatus, ListedObject
-from services.core.models import Backfill, Job, JobStatus, Video, VideoLabel, utcnow
+from services.core.models import DEFAULT_TENANT_ID, Backfill, Job, JobStatus, Video, VideoLabel, utcnow
 from services.core.versions import ModelVersion, ModelVersionError
 
 WHERE_KEYS = ("label", "min_score", "since", "until", "prefix", "from")
@@ -90,8 +90,8 @@ def _value(key: str, value: str) -> Any:
     return value
 
 
-def _matching(filters: ReindexFilters) -> Select[tuple[uuid.UUID]]:
-    query = select(Video.id)
+def _matching(filters: ReindexFilters, tenant_id: uuid.UUID) -> Select[tuple[uuid.UUID]]:
+    query = select(Video.id).where(Video.tenant_id == tenant_id)
     if filters.label is not None:
         labelled = [VideoLabel.video_id == Video.id, VideoLabel.label == filters.label]
         labelled.append(VideoLabel.score >= filters.min_score)
@@ -125,23 +125,33 @@ def _matching(filters: ReindexFilters) -> Select[tuple[uuid.UUID]]:
 
 
 def matching_videos(
-    session: Session, filters: ReindexFilters, *, after: uuid.UUID | None, limit: int
+    session: Session,
+    filters: ReindexFilters,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> list[uuid.UUID]:
-    """The next ``limit`` ids of matching videos after ``after``, in id order."""
-    query = _matching(filters)
+    """The next ``limit`` ids of the tenant's matching videos after ``after``, in id order."""
+    query = _matching(filters, tenant_id)
     if after is not None:
         query = query.where(Video.id > after)
     return list(session.scalars(query.order_by(Video.id).limit(limit)))
 
 
 def index_pages(
-    sessions: sessionmaker[Session], filters: ReindexFilters, *, start_after: str | None, page_size: int
+    sessions: sessionmaker[Session],
+    filters: ReindexFilters,
+    *,
+    start_after: str | None,
+    page_size: int,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> Iterator[list[ListedObject]]:
     """Pages of matching videos after the video id ``start_after``, as a backfill lists objects."""
     after = uuid.UUID(start_after) if start_after else None
     while True:
         with sessions() as session:
-            ids = matching_videos(session, filters, after=after, limit=page_size)
+            ids = matching_videos(session, filters, after=after, limit=page_size, tenant_id=tenant_id)
             videos = {v.id: v for v in session.scalars(select(Video).where(Video.id.in_(ids)))}
             page = [
                 ListedObject(
@@ -169,10 +179,12 @@ def create_reindex(
     filters: ReindexFilters,
     model: ModelVersion,
     options: dict[str, Any] | None = None,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> Backfill:
-    """A new reindex of the videos ``filters`` select to ``model`` (the caller commits)."""
+    """A new reindex of the tenant's videos ``filters`` select to ``model`` (the caller commits)."""
     now = utcnow()
     row = Backfill(
+        tenant_id=tenant_id,
         kind=BackfillKind.reindex,
         source_uri=describe(filters),
         status=BackfillStatus.listing,
@@ -196,13 +208,18 @@ def create_reindex(
 
 
 def find_interrupted_reindex(
-    session: Session, *, filters: ReindexFilters, model: ModelVersion
+    session: Session,
+    *,
+    filters: ReindexFilters,
+    model: ModelVersion,
+    tenant_id: uuid.UUID = DEFAULT_TENANT_ID,
 ) -> Backfill | None:
     """The latest reindex of the same filters and model whose listing never finished."""
     return session.scalars(
         select(Backfill)
         .where(
             Backfill.kind == BackfillKind.reindex,
+            Backfill.tenant_id == tenant_id,
             Backfill.source_uri == describe(filters),
             Backfill.model_name == model.name,
             Backfill.model_version == model.version,

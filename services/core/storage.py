@@ -77,6 +77,10 @@ class ObjectStorage(Protocol):
         """A small object whole (thumbnails); ``ObjectNotFoundError`` when it is missing."""
         ...
 
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        """A small object in one request (thumbnails): no multipart machinery per object."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
 
@@ -116,6 +120,13 @@ class LocalStorage:
         if not path.is_file():
             raise ObjectNotFoundError(key)
         return path.read_bytes()
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -163,6 +174,9 @@ class S3Storage:
     def read_bytes(self, key: str) -> bytes:
         response = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
         return bytes(self._call(response["Body"].read))
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)

@@ -48,5 +48,5 @@ def store_thumbnail(
 ) -> str:
     """Write the window's thumbnail; returns its key."""
     key = thumbnail_key(job_id, window_index)
-    storage.put_stream(key, io.BytesIO(encode_jpeg(frames)))
+    storage.put_bytes(key, encode_jpeg(frames), content_type=CONTENT_TYPE)
     return key

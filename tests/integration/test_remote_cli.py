@@ -209,6 +209,10 @@ def test_client_and_remote_cli_upload_wait_search_and_backfill(platform: Platfor
         assert (top.score, "clip-0.mp4") in {(h.score, h.filename) for h in hits}
         assert {m.video_id for m in client.moments(top.label, limit=500).items} >= {video.id}
         assert top.label in {item.label for item in client.labels().items}
+        # Similar windows: the other uploaded clip's windows are found by the first one's embedding.
+        similar = client.similar_to_window(video.id, 0, limit=50).items
+        assert {h.filename for h in similar} >= {"clip-1.mp4"}
+        assert {f"{h.model.name}:{h.model.version}" for h in similar} == {platform.served}
         # A version nobody serves is refused at submission, naming the one that is.
         with pytest.raises(ApiError) as refused:
             client.upload(videos[1], model="tsm:1")
@@ -230,6 +234,12 @@ def test_client_and_remote_cli_upload_wait_search_and_backfill(platform: Platfor
     code, out = _cli(platform, "backfill", uri)
     assert code == 0 and "Backfill completed" in out, out
     assert _backfill(platform, uri) == (("completed", 3, 1, 2, 2), {platform.served})
+
+    # A reindex through the API (a worker lists it): the uploaded clips are already indexed under
+    # the served version, so it lists them and skips them.
+    code, out = _cli(platform, "reindex", "--model", platform.served, "--where", "prefix=clip-")
+    assert code == 0 and "Backfill completed" in out, out
+    assert _backfill(platform, "index:prefix=clip-") == (("completed", 2, 2, 0, 0), set())
 
 
 def test_a_backfill_from_a_plain_shell_indexes_under_the_served_version(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -11,12 +12,14 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from services.api.main import create_app
 from services.core.backfills import build_runner
 from services.core.config import Settings
 from services.core.db import create_db_engine, session_factory
+from services.core.indexing.reaper import Scope, reap_once
 from services.core.models import Job, JobStatus
 from services.core.queue import BACKFILL_PREFIX_TASK, INDEX_QUEUE, create_producer
-from tests.platform_servers import moto_client
+from tests.platform_servers import free_port, moto_client
 
 
 @pytest.fixture()
@@ -96,3 +99,26 @@ def test_cancel_and_errors(client: TestClient, broker: redis.Redis, prefix: str)
     assert client.post("/v1/backfills", json={"source_uri": prefix, "min_size": -1}).status_code == 422
     anonymous = client.get(f"/v1/backfills/{backfill_id}", headers={"Authorization": ""})
     assert anonymous.status_code == 401
+
+
+def test_a_backfill_submitted_while_the_broker_is_down_is_accepted_and_resumed_by_the_reaper(
+    settings: Settings, api_key: str, broker: redis.Redis, prefix: str
+) -> None:
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(down), headers={"Authorization": f"Bearer {api_key}"}) as client:
+        accepted = client.post("/v1/backfills", json={"source_uri": prefix})
+    assert accepted.status_code == 202, accepted.text
+    backfill_id = uuid.UUID(accepted.json()["id"])
+    sent: list[str] = []
+    engine = create_db_engine(settings.resolved_database_url)
+    report = reap_once(
+        session_factory(engine),
+        settings,
+        send_job=lambda _: None,
+        send_backfill=sent.append,
+        scope=Scope(job_ids=[], backfill_ids=[backfill_id]),
+        now=datetime.now(UTC) + timedelta(seconds=settings.backfill_resume_after_s + 1),
+    )
+    engine.dispose()
+    assert report is not None and report.backfills_resumed == 1
+    assert sent == [str(backfill_id)]

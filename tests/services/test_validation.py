@@ -122,3 +122,21 @@ def test_a_malformed_json_source_is_422(client: TestClient, body: bytes) -> None
     response = client.post("/v1/videos", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/labels", {"model_version": "k\x00v"}),
+        ("/v1/videos", {"label": "run\x00"}),
+        ("/v1/moments", {"label": "x", "model_version": "\x00"}),
+    ],
+)
+def test_a_nul_in_the_query_is_400_not_a_database_error(
+    client: TestClient, path: str, params: dict[str, str]
+) -> None:
+    response = client.get(path, params=params)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"detail": "the URL may not contain NUL characters"},
+    )

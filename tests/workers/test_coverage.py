@@ -71,3 +71,32 @@ def test_chunks_give_the_clips_one_pass_gives(tmp_path: Path) -> None:
     ]
     assert all((a.frames == b.frames).all() for a, b in zip(clips, whole.clips, strict=True))
     assert summary.coverage is not None and summary.coverage.covered_s == pytest.approx(9.0)
+
+
+def test_streamed_clips_hold_one_chunk_of_frames_not_the_whole_video(long_video: Path) -> None:
+    """Peak traced memory (numpy frames included) of reading the 75-minute video chunk by chunk,
+    against collecting every clip at once, in one run."""
+    import tracemalloc
+
+    def streamed() -> int:
+        with open_clips(long_video, num_segments=8, window_s=10.0, resize=32, crop=32) as stream:
+            return sum(len(chunk) for chunk in stream.chunks(32))
+
+    def collected() -> int:
+        return len(sample_clips(long_video, num_segments=8, window_s=10.0, resize=32, crop=32).clips)
+
+    peaks = {}
+    for name, read in (("streamed", streamed), ("collected", collected)):
+        tracemalloc.start()
+        assert read() == 450
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    ratio = peaks["collected"] / peaks["streamed"]
+    print(
+        f"\npeak traced memory: streamed {peaks['streamed'] / 1e6:.1f} MB, "
+        f"all clips at once {peaks['collected'] / 1e6:.1f} MB ({ratio:.1f}x)"
+    )
+    frames = 450 * 8 * 32 * 32 * 3  # every clip's frames, bytes
+    # Holding every clip costs at least their frames; streaming saves most of that (what it keeps is
+    # one chunk plus the frame table of the whole file, which costs the same either way).
+    assert peaks["collected"] >= frames and peaks["streamed"] < peaks["collected"] - frames / 2

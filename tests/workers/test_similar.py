@@ -154,8 +154,8 @@ def test_without_an_embedder_clip_search_answers_503(
         assert c.post("/v1/moments/similar", files={"file": ("q.mp4", f, "video/mp4")}).status_code == 503
 
 
-def test_the_cli_prints_the_nearest_moments(
-    embedded: PipelineContext, queries: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+def test_the_cli_prints_the_nearest_moments_and_writes_their_thumbnails(
+    embedded: PipelineContext, queries: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name in ("TSMINDEX_DATABASE_URL", "TSMINDEX_CHECKPOINT_PATH", "TSMINDEX_MODE", "TSMINDEX_API_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -164,7 +164,16 @@ def test_the_cli_prints_the_nearest_moments(
     try:
         result = CliRunner().invoke(
             app,
-            ["similar", str(queries["right"]), "--checkpoint", str(SHIPPED_MODEL), "--limit", str(TOP)],
+            [
+                "similar",
+                str(queries["right"]),
+                "--checkpoint",
+                str(SHIPPED_MODEL),
+                "--limit",
+                str(TOP),
+                "--thumbnails",
+                str(tmp_path / "thumbs"),
+            ],
             terminal_width=200,
         )
     finally:
@@ -174,6 +183,11 @@ def test_the_cli_prints_the_nearest_moments(
     for hit in expected:
         assert hit.filename is not None and hit.filename in result.output
     assert f"{expected[0].neighbour.score:.3f}" in result.output
+    images = sorted((tmp_path / "thumbs").glob("*.jpg"))
+    assert [p.name.split("-")[0] for p in images] == [f"{rank:02d}" for rank in range(1, TOP + 1)]
+    assert all(p.read_bytes()[:2] == b"\xff\xd8" for p in images)
+    first = expected[0].neighbour
+    assert images[0].name == f"01-{first.video_id}-{first.window_index}.jpg"
 
 
 def test_deleting_a_video_removes_its_thumbnails(

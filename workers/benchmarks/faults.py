@@ -96,6 +96,7 @@ def _load_entry(load: LoadResult) -> dict[str, Any]:
         "in_flight": load.in_flight,
         "accepted": load.accepted,
         "server_errors": load.server_errors,
+        "transport_errors": load.transport_errors,
         "busy_503": load.busy,
         "other_status": load.other,
         "accept_p50_s": round(load.percentile(0.5), 3),

@@ -22,6 +22,7 @@ def bench_faults_cmd(
         typer.Option("--load", help="UPLOADS@IN_FLIGHT (default: 500@64 and 256@256); repeatable"),
     ] = None,
     no_load: Annotated[bool, typer.Option("--no-load", help="Skip the load test.")] = False,
+    no_faults: Annotated[bool, typer.Option("--no-faults", help="Only the load test.")] = False,
     model_outage_s: Annotated[float, typer.Option(help="How long TorchServe stays stopped.")] = 90.0,
     fast_recovery: Annotated[
         bool, typer.Option(help="The test suite's short leases and reaper interval, not the defaults.")
@@ -39,7 +40,7 @@ def bench_faults_cmd(
     loads = () if no_load else tuple(_parse_load(spec) for spec in load or ("500@64", "256@256"))
     cfg = FaultBenchConfig(
         out_dir=out,
-        faults=tuple(fault or SCENARIOS),
+        faults=() if no_faults else tuple(fault or SCENARIOS),
         loads=loads,
         model_outage_s=model_outage_s,
         fast_recovery=fast_recovery,
@@ -71,15 +72,23 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
             recovery,
         )
     loads = Table(title="uploads under load (503 with Retry-After is retried by the client)")
-    columns = ("uploads", "in flight", "accepted", "5xx", "503s", "p50 accept s", "p99 accept s")
+    columns = ("uploads", "in flight", "accepted", "5xx", "no answer", "503s", "p50 accept s", "p99 accept s")
     for column in (*columns, "indexed", "lost", "duplicated", "videos/s"):
         loads.add_column(column, justify="right")
     for x in report["loads"]:
         loads.add_row(
             *(
                 str(x[k])
-                for k in ("uploads", "in_flight", "accepted", "server_errors", "busy_503", "accept_p50_s")
+                for k in (
+                    "uploads",
+                    "in_flight",
+                    "accepted",
+                    "server_errors",
+                    "transport_errors",
+                    "busy_503",
+                    "accept_p50_s",
+                )
             ),
             *(str(x[k]) for k in ("accept_p99_s", "indexed", "lost", "duplicated", "videos_per_s")),
         )
-    return [faults, loads] if report["loads"] else [faults]
+    return [t for t, rows in ((faults, report["faults"]), (loads, report["loads"])) if rows]

@@ -33,15 +33,27 @@ def similar_cmd(
         Path | None, typer.Option(help="model that embeds a clip file", dir_okay=False)
     ] = None,
     model: ModelOpt = None,
+    thumbnails: Annotated[
+        Path | None, typer.Option(help="write each hit's thumbnail (JPEG) into this folder", file_okay=False)
+    ] = None,
 ) -> None:
     """The windows most like QUERY, by cosine similarity of clip embeddings: their video, start,
     end and score. A clip file is sampled as one window and embedded by the indexing model."""
     client = remote_client()
     if client is not None:
         with client, api_errors():
-            rows = _rows_from_page(_remote(client, query, window, limit))
+            page = _remote(client, query, window, limit)
+            rows = _rows_from_page(page)
+            if thumbnails is not None:
+                images = [
+                    client.thumbnail(h.video_id, h.window_index, model_version=h.model.version)
+                    if h.thumbnail_url
+                    else None
+                    for h in page.items
+                ]
+                _write_thumbnails(thumbnails, rows, images)
     else:
-        rows = _local(query, window, limit, checkpoint, model)
+        rows = _local(query, window, limit, checkpoint, model, thumbnails)
     table = Table(title=f"Moments like {query}" + (f" window {window}" if window is not None else ""))
     for column in ("score", "video", "window", "from", "to", "video id"):
         table.add_column(column, justify="right" if column in ("score", "window", "from", "to") else "left")
@@ -60,8 +72,24 @@ def _remote(client: TsmindexClient, query: str, window: int | None, limit: int) 
     return client.similar_to_moment(_moment_id(query), limit=limit)
 
 
+def _write_thumbnails(folder: Path, rows: list[list[str]], images: list[bytes | None]) -> None:
+    """``NN-<video id>-<window>.jpg`` per hit that has a thumbnail, NN its rank."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for rank, (row, image) in enumerate(zip(rows, images, strict=True), start=1):
+        if image is not None:
+            (folder / f"{rank:02d}-{row[-1]}-{row[2]}.jpg").write_bytes(image)
+            written += 1
+    console.print(f"{written} thumbnails in {folder}")
+
+
 def _local(
-    query: str, window: int | None, limit: int, checkpoint: Path | None, model: str | None
+    query: str,
+    window: int | None,
+    limit: int,
+    checkpoint: Path | None,
+    model: str | None,
+    thumbnails: Path | None = None,
 ) -> list[list[str]]:
     from services.core import similar
     from services.core.config import get_settings
@@ -70,25 +98,42 @@ def _local(
     settings = get_settings()
     try:
         if window is None and Path(query).is_file():
-            return _local_clip(Path(query), limit, resolve_model_path(checkpoint, model))
-        engine = create_db_engine(settings.resolved_database_url)
-        try:
-            with session_factory(engine)() as session:
-                if window is not None:
-                    hits = similar.similar_to_window(
-                        session, video_id=_video_id(query), window_index=window, model_version=None, k=limit
-                    )
-                else:
-                    hits = similar.similar_to_moment(session, moment_id=_moment_id(query), k=limit)
-        finally:
-            engine.dispose()
+            hits = _local_clip(Path(query), limit, resolve_model_path(checkpoint, model))
+        else:
+            engine = create_db_engine(settings.resolved_database_url)
+            try:
+                with session_factory(engine)() as session:
+                    if window is not None:
+                        hits = similar.similar_to_window(
+                            session,
+                            video_id=_video_id(query),
+                            window_index=window,
+                            model_version=None,
+                            k=limit,
+                        )
+                    else:
+                        hits = similar.similar_to_moment(session, moment_id=_moment_id(query), k=limit)
+            finally:
+                engine.dispose()
     except similar.SimilarError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    return _rows_from_hits(hits)
+    rows = _rows_from_hits(hits)
+    if thumbnails is not None:
+        _local_thumbnails(thumbnails, rows, hits)
+    return rows
 
 
-def _local_clip(path: Path, limit: int, checkpoint: Path) -> list[list[str]]:
+def _local_thumbnails(folder: Path, rows: list[list[str]], hits: list[SimilarHit]) -> None:
+    from services.core.config import get_settings
+    from services.core.storage import make_storage
+
+    storage = make_storage(get_settings())
+    keys = [h.neighbour.thumbnail_key for h in hits]
+    _write_thumbnails(folder, rows, [storage.read_bytes(key) if key else None for key in keys])
+
+
+def _local_clip(path: Path, limit: int, checkpoint: Path) -> list[SimilarHit]:
     from services.core import similar
     from services.core.config import get_settings
     from workers.clip_query import ClipEmbedder
@@ -101,7 +146,7 @@ def _local_clip(path: Path, limit: int, checkpoint: Path) -> list[list[str]]:
             hits = similar.similar_to_vector(session, model=model_key, vector=vector, k=limit)
     finally:
         ctx.close()
-    return _rows_from_hits(hits)
+    return hits
 
 
 def _moment_id(text: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import asdict
 
@@ -20,11 +21,13 @@ from services.api.schemas import (
     ObjectFailureOut,
 )
 from services.core import backfills
+from services.core.indexing.errors import reason_for
 from services.core.indexing.options import IndexOptions
 from services.core.models import Backfill
 from services.core.queue import enqueue_backfill
 from services.core.tenancy import get_owned
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/backfills", tags=["backfills"])
 
 
@@ -90,8 +93,14 @@ def create_backfill(
             model=model,
         )
         out = backfill_out(row, ({}, []))  # nothing listed yet
-    # After the commit: the worker that picks the id up finds the row.
-    enqueue_backfill(producer, str(row.id))
+    # After the commit: the worker that picks the id up finds the row. With the broker down the
+    # backfill is still accepted: the reaper sends it once it has waited in `listing`.
+    try:
+        enqueue_backfill(producer, str(row.id))
+    except Exception as exc:
+        if not reason_for(exc).retryable:
+            raise
+        log.error("backfill %s left for the reaper: %s", row.id, exc)
     response.headers["Location"] = f"/v1/backfills/{row.id}"
     return out
 

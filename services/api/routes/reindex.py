@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from services.api.deps import ProducerDep, SessionDep, SettingsDep, end_read, resolve_model
-from services.api.guard import AdminDep
+from services.api.guard import BackfillDep
 from services.api.routes.backfills import backfill_out
 from services.api.schemas import BackfillOut, ReindexRequest
 from services.core.indexing.options import IndexOptions
@@ -24,11 +24,11 @@ def start_reindex(
     session: SessionDep,
     settings: SettingsDep,
     producer: ProducerDep,
-    _caller: AdminDep,  # it re-indexes every tenant's matching videos
+    caller: BackfillDep,
 ) -> BackfillOut:
-    """Admin scope. Create one job per matching video for `model`, paced by the queue cap and resumable like a
+    """Create one job per matching video for `model`, paced by the queue cap and resumable like a
     backfill; its counts are at `GET /v1/backfills/{id}`. Old labels stay until the old version is
-    retired."""
+    retired. Only the caller's tenant's videos are taken (backfill scope)."""
     try:
         filters = ReindexFilters.parse([f"{k}={v}" for k, v in body.where.items()])
     except ReindexFilterError as exc:
@@ -39,7 +39,13 @@ def start_reindex(
     options = IndexOptions.model_validate(body.model_dump(include=set(IndexOptions.model_fields)))
     end_read(session)
     with session.begin():
-        row = create_reindex(session, filters=filters, model=model, options=options.to_job_options())
+        row = create_reindex(
+            session,
+            filters=filters,
+            model=model,
+            options=options.to_job_options(),
+            tenant_id=caller.tenant_id,
+        )
         out = backfill_out(row, ({}, []))
     enqueue_backfill(producer, str(row.id))  # after the commit: the worker finds the row
     response.headers["Location"] = f"/v1/backfills/{row.id}"

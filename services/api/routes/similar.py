@@ -111,7 +111,9 @@ def moments_like_window(
     return _page(hits)
 
 
-@router.post("/v1/moments/similar", openapi_extra=CLIP_FORM, responses={413: {}, 415: {}, 422: {}, 503: {}})
+@router.post(
+    "/v1/moments/similar", openapi_extra=CLIP_FORM, responses={411: {}, 413: {}, 415: {}, 422: {}, 503: {}}
+)
 async def moments_like_clip(
     request: Request, session: SessionDep, settings: SettingsDep, caller: ReadDep, limit: LimitQuery = 10
 ) -> SimilarPage:
@@ -125,7 +127,9 @@ async def moments_like_clip(
         )
     limit_bytes = min(settings.max_upload_bytes, QUERY_CLIP_MAX_BYTES)
     declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit() or int(declared) > limit_bytes:
+    if declared is None or not declared.isdigit():
+        raise HTTPException(status.HTTP_411_LENGTH_REQUIRED, "send the clip with a Content-Length")
+    if int(declared) > limit_bytes:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"send a clip of at most {limit_bytes} bytes")
     form = await request.form(max_files=1, max_fields=2)
     try:

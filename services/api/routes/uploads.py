@@ -181,7 +181,7 @@ def _register(
 ) -> jobs.Submission:
     """The video and its job for ``model`` (a served version), in one transaction, in the caller's
     tenant; a known idempotency key answers its job (same request) or 422 (another one)."""
-    fingerprint = request_fingerprint(video.sha256 or video.source_uri or "", options, model)
+    fingerprint = request_fingerprint(video.sha256 or video.source_uri or "", options)
     with session.begin():
         if idempotency_key is not None:
             known = session.get(IdempotencyKey, (caller.key_id, idempotency_key))
@@ -208,13 +208,18 @@ def _register(
         return submission
 
 
-def request_fingerprint(content: str, options: IndexOptions, model: ModelVersion) -> str:
-    """What an idempotency key is bound to: the bytes' digest (or the source URI), the options and
-    the model."""
-    canonical = json.dumps(
-        {"content": content, "options": options.to_job_options(), "model": [model.name, model.version]},
-        sort_keys=True,
-    )
+def _served_model(session: Session, settings: Settings, requested: str | None) -> ModelVersion:
+    """The served version to index with, read before any bytes are stored (the read ends here: no
+    connection is held while the upload streams)."""
+    try:
+        return resolve_model(session, settings, requested)
+    finally:
+        end_read(session)
+
+
+def request_fingerprint(content: str, options: IndexOptions) -> str:
+    """What an idempotency key is bound to: the bytes' digest (or the source URI) and the options."""
+    canonical = json.dumps({"content": content, "options": options.to_job_options()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -236,15 +241,6 @@ def _replay(
     video = session.get_one(Video, job.video_id)
     orphan = storage_key if storage_key is not None and storage_key != video.storage_key else None
     return jobs.Submission(job, video, False, True, False, False, orphan)
-
-
-def _served_model(session: Session, settings: Settings, requested: str | None) -> ModelVersion:
-    """The served version to index with, read before any bytes are stored (the read ends here: no
-    connection is held while the upload streams)."""
-    try:
-        return resolve_model(session, settings, requested)
-    finally:
-        end_read(session)
 
 
 def _parse_options(data: dict[str, Any]) -> IndexOptions:

@@ -123,10 +123,10 @@ class BackfillRunner:
             reindex = backfill.kind == BackfillKind.reindex
             # A reindex's own filters select its videos as they are listed.
             filters = BackfillFilters(None, 0) if reindex else BackfillFilters.from_dict(backfill.filters)
-            stored_filters = backfill.filters
+            stored_filters, tenant_id = backfill.filters, backfill.tenant_id
         try:
             pages = (
-                self._videos(stored_filters, cursor)
+                self._videos(stored_filters, cursor, tenant_id)
                 if reindex
                 else list_objects(
                     self.s3, bucket, prefix, start_after=cursor, page_size=self.settings.backfill_page_size
@@ -166,7 +166,9 @@ class BackfillRunner:
             self.on_progress(counts)
         return RunOutcome.listed
 
-    def _videos(self, filters: dict[str, Any], cursor: str | None) -> Iterator[list[ListedObject]]:
+    def _videos(
+        self, filters: dict[str, Any], cursor: str | None, tenant_id: uuid.UUID
+    ) -> Iterator[list[ListedObject]]:
         from services.core.reindex import ReindexFilters, index_pages
 
         return index_pages(
@@ -174,6 +176,7 @@ class BackfillRunner:
             ReindexFilters.from_dict(filters),
             start_after=cursor,
             page_size=self.settings.backfill_page_size,
+            tenant_id=tenant_id,
         )
 
     def _take(

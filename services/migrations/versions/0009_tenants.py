@@ -4,7 +4,7 @@ Rows from before tenants (and embedded mode's) belong to the "default" tenant, i
 Content is deduplicated per tenant: the unique keys of videos and source objects gain tenant_id.
 
 Revision ID: 0009
-Revises: 0010
+Revises: 0008
 Create Date: 2026-11-30 19:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0010"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -23,6 +23,7 @@ class LoadResult:
     in_flight: int
     accepted: int = 0
     server_errors: int = 0  # 5xx other than 503-with-Retry-After
+    transport_errors: int = 0  # no answer at all (connection reset, client timeout)
     busy: int = 0  # 503 with Retry-After, retried
     other: dict[int, int] = field(default_factory=dict)  # any other unexpected status
     latencies_s: list[float] = field(default_factory=list)  # per answered request
@@ -45,7 +46,8 @@ class LoadResult:
     def describe(self) -> str:
         return (
             f"{self.uploads} uploads at {self.in_flight} in flight: {self.accepted} accepted, "
-            f"{self.server_errors} 5xx, {self.busy} busy 503s, other {self.other}, p50 "
+            f"{self.server_errors} 5xx, {self.transport_errors} unanswered, {self.busy} busy 503s, "
+            f"other {self.other}, p50 "
             f"{self.percentile(0.5):.2f} s, p99 {self.percentile(0.99):.2f} s, {self.succeeded} "
             f"indexed, {self.lost} lost, {self.duplicated} duplicated, {self.videos_per_s:.2f} videos/s"
         )
@@ -58,7 +60,7 @@ async def _upload(client: httpx.AsyncClient, path: Path, result: LoadResult) -> 
         try:
             response = await client.post("/v1/videos", files={"file": (path.name, body, "video/mp4")})
         except httpx.TransportError:
-            result.server_errors += 1
+            result.transport_errors += 1
             return None
         result.latencies_s.append(time.perf_counter() - start)
         if response.status_code in (200, 202):

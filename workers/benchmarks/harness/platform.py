@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -61,8 +62,8 @@ def archive_env(archive: Path) -> dict[str, str]:
     out = subprocess.run(
         [str(BIN / "tsmindex"), "archive-env", str(archive)], capture_output=True, text=True, check=True
     ).stdout
-    pairs = (line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line)
-    return {k: v.strip("'") for k, v in pairs}
+    words = (shlex.split(line.removeprefix("export "))[0] for line in out.splitlines() if "=" in line)
+    return dict(word.split("=", 1) for word in words)
 
 
 def start_model_server(archive: Path, run_dir: Path) -> TorchServeProcess:
@@ -120,8 +121,8 @@ class Platform:
         self.s3().create_bucket(Bucket=self.bucket)
         self._migrate(database_url)
         self.api_key = self._run_cli("apikey", "create", "faults").strip().splitlines()[-1]
-        self.api = self._group("api", [str(BIN / "python"), "-m", "uvicorn", "services.api.main:create_app"])
-        self.api.command += ["--factory", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        uvicorn = [str(BIN / "python"), "-m", "uvicorn", "services.api.main:create_app", "--factory"]
+        self.api = self._group("api", [*uvicorn, "--host", "127.0.0.1", "--port", str(self.api_port)])
         self.start_api()
         self.start_worker()
 
