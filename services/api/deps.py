@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
@@ -70,6 +70,10 @@ def invalid_cursor(cursor: str | None) -> RequestValidationError:
     return _query_error("cursor", "invalid cursor", cursor)
 
 
+# Row numbers in paths stay inside their columns (BIGINT ids, INTEGER window numbers): past them
+# the database would fail (500), so they are the caller's mistake (422).
+MomentIdPath = Annotated[int, Path(ge=1, le=2**63 - 1, description="a moment's id")]
+WindowIndexPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="the window's number in its video")]
 MAX_TIME_S = 10 * 365 * 86400.0  # a bound on positions in a video: milliseconds fit a BIGINT
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from services.api.main import create_app
 from services.core.apikeys import create_api_key
 from services.core.config import Settings, get_settings
-from services.core.models import IndexedWindow, LabelSegment, Video
+from services.core.models import DEFAULT_TENANT_ID, IndexedWindow, LabelSegment, Tenant, Video
 from services.core.similar import SimilarHit, similar_to_vector
 from tests.pgvector_server import *  # noqa: F403
 from workers.cli import app
@@ -100,7 +100,9 @@ def test_a_fresh_clip_finds_its_class_the_same_way_in_both_modes(
 def client(platform: PipelineContext) -> Iterator[TestClient]:
     settings = platform.settings.model_copy(update={"storage_backend": "local"})
     with platform.sessions.begin() as session:
-        _, key = create_api_key(session, settings, name="similar")
+        # Embedded indexing files its videos under the default tenant: the key reads that tenant.
+        default = session.get_one(Tenant, DEFAULT_TENANT_ID)
+        _, key = create_api_key(session, settings, name="similar", tenant=default)
     embedder = ClipEmbedder(platform.settings, platform.classifier)
     with TestClient(
         create_app(settings, clip_embedder=embedder), headers={"Authorization": f"Bearer {key}"}

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from services.api.deps import SessionDep, SettingsDep
+from services.api.deps import MomentIdPath, SessionDep, SettingsDep, WindowIndexPath
 from services.api.guard import ReadDep
 from services.api.routes.windows import ModelVersionQuery, thumbnail_url
 from services.api.schemas import ModelRef, SimilarHit, SimilarPage
@@ -76,7 +76,7 @@ def _answer(query: similar.SimilarError) -> None:
 
 @router.get("/v1/moments/{moment_id}/similar", responses={404: {}, 422: {}})
 def moments_like_moment(
-    moment_id: int, session: SessionDep, caller: ReadDep, limit: LimitQuery = 10
+    moment_id: MomentIdPath, session: SessionDep, caller: ReadDep, limit: LimitQuery = 10
 ) -> SimilarPage:
     """Windows most like this moment's best window, by cosine similarity of clip embeddings."""
     try:
@@ -89,7 +89,7 @@ def moments_like_moment(
 @router.get("/v1/videos/{video_id}/windows/{window_index}/similar", responses={404: {}, 422: {}})
 def moments_like_window(
     video_id: uuid.UUID,
-    window_index: int,
+    window_index: WindowIndexPath,
     session: SessionDep,
     caller: ReadDep,
     model_version: ModelVersionQuery = None,

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.deps import SessionDep, StorageDep
+from services.api.deps import SessionDep, StorageDep, WindowIndexPath
 from services.api.guard import ReadDep
 from services.core.models import IndexedWindow, Video
 from services.core.storage import ObjectNotFoundError, StorageError
@@ -55,7 +55,7 @@ def find_window(
 )
 async def get_thumbnail(
     video_id: uuid.UUID,
-    window_index: int,
+    window_index: WindowIndexPath,
     session: SessionDep,
     storage: StorageDep,
     caller: ReadDep,

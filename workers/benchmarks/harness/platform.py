@@ -157,6 +157,13 @@ class Platform:
                 "TSMINDEX_API_PORT": str(self.api_port),
                 "TSMINDEX_WORKER_METRICS_PORT": "0",
                 "TSMINDEX_WINDOW_S": "1",
+                # The webhook receiver listens on loopback over plain http.
+                "TSMINDEX_WEBHOOK_ALLOW_HTTP": "true",
+                "TSMINDEX_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.1/32"]',
+                # One key drives the whole load: its per-key quotas would measure the quota, not the
+                # platform (the API's own upload cap still answers 503 with Retry-After).
+                "TSMINDEX_RATE_LIMIT_PER_MINUTE": "0",
+                "TSMINDEX_MAX_CONCURRENT_UPLOADS": "0",
                 **archive_env(self._archive),
             }
         )
